@@ -1,0 +1,3 @@
+from fade.cli import main
+
+main()

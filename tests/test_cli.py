@@ -1,0 +1,65 @@
+"""The Hydra app: composition, schema validation, and an end-to-end run in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from fade.cli import CONFIG_DIR
+from fade.config import register_configs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _compose(overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def test_default_config_is_tiny_en_on_synthetic():
+    cfg = _compose([])
+    assert (cfg.model.name, cfg.dataset.name, cfg.task) == ("whisper-tiny.en", "synthetic-test", "evaluate")
+    OmegaConf.resolve(cfg)
+    assert cfg.paths.datasets.endswith("shared/datasets")
+
+
+@pytest.mark.parametrize("override, message", [("model.bogus=1", "bogus"), ("runner.batch_size=many", "batch_size")])
+def test_schema_rejects_unknown_keys_and_wrong_types(override, message):
+    with pytest.raises(Exception, match=message):
+        _compose([override])
+
+
+def test_every_group_option_composes():
+    for group in ("model", "dataset", "calibration", "bits", "runner", "experiment"):
+        for option in sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml")):
+            _compose([f"{group}={option}"])
+
+
+def _fade(args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "fade", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_end_to_end_run_writes_metrics(tiny_manifest, tmp_path):
+    run = tmp_path / "run"
+    result = _fade(["model=moonshine_random", "dataset=manifest", f"dataset.source.manifest={tiny_manifest}",
+                    "runner.progress_bar=false", f"hydra.run.dir={run}"], cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["utterances"] == 4 and "WER %" in result.stdout
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+def test_bad_input_exits_with_one_clear_line(tmp_path):
+    result = _fade(["model=whisper_random", "dataset=manifest", f"dataset.source.manifest={tmp_path}/none.tsv",
+                    f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO)
+    assert result.returncode == 2
+    assert "manifest not found" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
