@@ -52,12 +52,41 @@ class CalibrationConfig:
     #: Utterances drawn (seeded) from the calibration split.
     num_samples: int = 128
     seed: int = 0
+    #: Utterances per calibration forward pass.
+    batch_size: int = 8
+    #: Run the full-precision stream even without compensation, so every layer's error is
+    #: measured against the full-precision output (QEP/FADE always run it).
+    track_fp: bool = True
+    #: With compensation, also quantize the uncorrected weight to report the error QEP removed.
+    record_uncorrected: bool = True
+    #: Accumulation dtype of the statistics: float64 (default) or float32.
+    stats_dtype: str = "float64"
 
 
 @dataclass
 class QuantizerConfig:
     #: ``none`` (full precision), ``rtn`` or ``gptq``.
     name: str = "none"
+    #: GPTQ: columns per lazy-update block, damping as a fraction of mean(diag H), act-order.
+    block_size: int = 128
+    percdamp: float = 0.01
+    act_order: bool = False
+    #: With act-order and groups: fit group scales before the solve (export-friendly). null = auto.
+    static_groups: Optional[bool] = None
+    #: Linears (fnmatch patterns on full names) left in full precision.
+    exclude: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompensationConfig:
+    #: ``none`` (plain layer-wise PTQ), ``qep`` (one global α).
+    name: str = "none"
+    #: QEP's global α (0.5 in the paper); 0 reproduces the uncorrected quantizer exactly.
+    alpha: float = 0.5
+    #: Ridge λ of the correction, relative to mean(diag Ĥ) (QEP's default 0.01).
+    damp: float = 0.01
+    #: Linears (fnmatch patterns) quantized without correction.
+    exclude: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -100,10 +129,12 @@ class FadeConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     bits: BitsConfig = field(default_factory=BitsConfig)
+    compensation: CompensationConfig = field(default_factory=CompensationConfig)
     logger: Any = None
     runner: RunnerConfig = field(default_factory=RunnerConfig)
-    #: What the run does: ``evaluate`` (full precision) for now.
-    task: str = "evaluate"
+    #: What the run does: ``quantize`` (calibrate, then evaluate full precision and quantized)
+    #: or ``evaluate`` (the model as loaded).
+    task: str = "quantize"
     seed: int = 0
     #: Free text stored with the results (e.g. which experiment recipe composed this run).
     tags: list[str] = field(default_factory=list)

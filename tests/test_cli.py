@@ -22,9 +22,10 @@ def _compose(overrides):
         return compose(config_name="config", overrides=overrides)
 
 
-def test_default_config_is_tiny_en_on_synthetic():
+def test_default_config_quantizes_tiny_en_on_synthetic():
     cfg = _compose([])
-    assert (cfg.model.name, cfg.dataset.name, cfg.task) == ("whisper-tiny.en", "synthetic-test", "evaluate")
+    assert (cfg.model.name, cfg.dataset.name, cfg.task) == ("whisper-tiny.en", "synthetic-test", "quantize")
+    assert (cfg.quantizer.name, cfg.compensation.name, cfg.bits.w, cfg.bits.group_size) == ("gptq", "qep", 4, 128)
     OmegaConf.resolve(cfg)
     assert cfg.paths.datasets.endswith("shared/datasets")
 
@@ -36,7 +37,7 @@ def test_schema_rejects_unknown_keys_and_wrong_types(override, message):
 
 
 def test_every_group_option_composes():
-    for group in ("model", "dataset", "calibration", "bits", "runner", "experiment"):
+    for group in ("model", "dataset", "calibration", "quantizer", "bits", "compensation", "runner", "experiment"):
         for option in sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml")):
             _compose([f"{group}={option}"])
 
@@ -48,7 +49,7 @@ def _fade(args, cwd):
 
 def test_end_to_end_run_writes_metrics(tiny_manifest, tmp_path):
     run = tmp_path / "run"
-    result = _fade(["model=moonshine_random", "dataset=manifest", f"dataset.source.manifest={tiny_manifest}",
+    result = _fade(["model=moonshine_random", "task=evaluate", "dataset=manifest", f"dataset.source.manifest={tiny_manifest}",
                     "runner.progress_bar=false", f"hydra.run.dir={run}"], cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())

@@ -77,8 +77,10 @@ def load_model(family: str, source: str, path: str | None = None, *, dtype: str 
         package_family, resolve = OFFLINE_MODELS[path]
         if package_family != family:
             raise ModelSourceError(f"offline model {path!r} is a {package_family} model, but model.family is {family!r}")
-        loaded = adapter.load_pretrained(resolve(path), dtype=torch_dtype, local_files_only=True)
-        loaded.revision = f"{path}@{loaded.revision}"
+        directory = resolve(path)
+        loaded = adapter.load_pretrained(directory, dtype=torch_dtype, local_files_only=True)
+        # The converted folder's name carries a hash of the source weights: stable across machines.
+        loaded.revision = f"{path}@{os.path.basename(os.path.normpath(directory))}"
     elif source == "local":
         if not path or not os.path.isdir(path):
             raise ModelSourceError(f"model.path {path!r} is not a directory; model.source=local needs a transformers checkpoint folder")

@@ -34,6 +34,44 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
+@dataclass(frozen=True)
+class LinearGroup:
+    """Linears of one block that read the same input, so they share one Hessian.
+
+    ``names`` are module paths relative to the block. ``reads_encoder_output`` marks
+    cross-attention key/value projections, whose input is the encoder's output rather than
+    the block's own hidden states (X from the full-precision encoder, X̂ from the quantized one).
+    """
+
+    names: tuple[str, ...]
+    reads_encoder_output: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A run of blocks quantized in order: a ModuleList path (or a single module's path).
+
+    ``part`` is reported per layer (encoder, projector, decoder). ``mask`` names the entry of
+    ``CalibrationBatch.masks`` that marks real (non-padding) tokens of this stage's hidden states.
+    """
+
+    part: str
+    path: str
+    groups: tuple[LinearGroup, ...]
+    mask: str
+    #: True when ``path`` is one module rather than a ModuleList of blocks.
+    single: bool = False
+
+
+@dataclass
+class CalibrationBatch:
+    """Teacher-forced model inputs for calibration, and which tokens are real."""
+
+    model_inputs: dict[str, torch.Tensor]
+    #: ``[batch, tokens]`` bool per stream of hidden states ("encoder", "decoder", ...); None = all real.
+    masks: dict[str, torch.Tensor | None]
+
+
 @dataclass
 class Transcripts:
     """Decoded hypotheses of one batch, and which of them hit their token cap."""
@@ -69,3 +107,14 @@ class ModelFamily(ABC):
         num_beams: int = 1,
     ) -> Transcripts:
         """Transcribe a batch; ``max_new_tokens[i]`` caps the tokens generated for utterance i."""
+
+    # --- quantization: which Linears exist, which share an input, how to feed the model -----
+
+    @abstractmethod
+    def stages(self, loaded: LoadedModel) -> list[Stage]:
+        """Blocks in the order they are quantized (encoder blocks first, then decoder blocks)."""
+
+    @abstractmethod
+    def calibration_batch(self, loaded: LoadedModel, audios: Sequence[np.ndarray], texts: Sequence[str]) -> CalibrationBatch:
+        """Inputs for one teacher-forced forward pass: audio plus the reference transcript
+        behind the family's prompt tokens, on the model's device."""

@@ -18,7 +18,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from fade.models.base import LoadedModel, ModelFamily, Transcripts
+from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts
 from fade.models.generation import PerRowLengthCap
 from fade.models.random_tokenizer import byte_vocab
 
@@ -34,13 +34,29 @@ def _random_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
 
 
+_SELF_ATTENTION = (
+    LinearGroup(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    LinearGroup(("self_attn.o_proj",)),
+)
+_CROSS_ATTENTION = (
+    LinearGroup(("encoder_attn.q_proj",)),
+    LinearGroup(("encoder_attn.k_proj", "encoder_attn.v_proj"), reads_encoder_output=True),
+    LinearGroup(("encoder_attn.o_proj",)),
+)
+# Encoder MLP: fc1 → GELU → fc2. Decoder MLP: fc1 yields both SwiGLU halves → fc2.
+_MLP = (LinearGroup(("mlp.fc1",)), LinearGroup(("mlp.fc2",)))
+
+#: Moonshine's conv stem strides (64, 3, 2): one encoder frame per 384 samples.
+_ENCODER_STRIDE = 64 * 3 * 2
+
+
 class MoonshineFamily(ModelFamily):
     name = "moonshine"
 
     def load_pretrained(self, path_or_id: str, *, dtype: torch.dtype, local_files_only: bool) -> LoadedModel:
         model = MoonshineForConditionalGeneration.from_pretrained(path_or_id, dtype=dtype, local_files_only=local_files_only)
         processor = AutoProcessor.from_pretrained(path_or_id, local_files_only=local_files_only)
-        return LoadedModel(self.name, str(path_or_id), model.eval(), processor, revision=str(model.config._commit_hash or path_or_id))
+        return LoadedModel(self.name, str(path_or_id), model.eval(), processor, revision=str(getattr(model.config, "_commit_hash", None) or path_or_id))
 
     def build_random(self, *, seed: int, size: str = "tiny") -> LoadedModel:
         widths = {"tiny": (64, 2, 4), "small": (128, 2, 4)}
@@ -90,7 +106,36 @@ class MoonshineFamily(ModelFamily):
         cap = PerRowLengthCap(max_new_tokens, eos_token_id=eos, num_beams=num_beams)
         with torch.inference_mode():
             tokens = loaded.model.generate(
-                **inputs, logits_processor=[cap], max_new_tokens=max(max_new_tokens), num_beams=num_beams, do_sample=False
+                **inputs, logits_processor=[cap], max_new_tokens=max(max_new_tokens) + 1, num_beams=num_beams, do_sample=False
             )
         texts = loaded.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         return Transcripts([text.strip() for text in texts], cap.hit.tolist())
+
+    def stages(self, loaded: LoadedModel) -> list[Stage]:
+        return [
+            Stage("encoder", "model.encoder.layers", _SELF_ATTENTION + _MLP, mask="encoder"),
+            Stage("decoder", "model.decoder.layers", _SELF_ATTENTION + _CROSS_ATTENTION + _MLP, mask="decoder"),
+        ]
+
+    def calibration_batch(self, loaded: LoadedModel, audios, texts) -> CalibrationBatch:
+        """Teacher forcing: decoder input = start token + reference text tokens.
+
+        Audio is zero-padded to the longest in the batch; the encoder mask keeps only frames
+        computed from real samples, sliced exactly as ``MoonshineEncoder`` slices it.
+        """
+        tokenizer = loaded.processor.tokenizer
+        start = loaded.model.config.decoder_start_token_id
+        sequences = [[start] + tokenizer(text.strip(), add_special_tokens=False).input_ids for text in texts]
+        longest = max(len(seq) for seq in sequences)
+        pad = loaded.model.generation_config.pad_token_id or loaded.model.config.eos_token_id
+        ids = torch.full((len(sequences), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), longest), dtype=torch.bool)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = True
+        inputs = self.prepare_inputs(loaded, audios)
+        audio_mask = inputs["attention_mask"]
+        frames = int(loaded.model._get_feat_extract_output_lengths(audio_mask.shape[-1]))
+        encoder_mask = audio_mask[..., ::_ENCODER_STRIDE][..., :frames].bool()
+        inputs.update(decoder_input_ids=ids.to(loaded.device), decoder_attention_mask=mask.long().to(loaded.device))
+        return CalibrationBatch(inputs, {"encoder": encoder_mask, "decoder": mask.to(loaded.device)})

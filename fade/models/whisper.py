@@ -15,7 +15,7 @@ from transformers import (
     WhisperTokenizer,
 )
 
-from fade.models.base import LoadedModel, ModelFamily, Transcripts
+from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts
 from fade.models.generation import PerRowLengthCap
 from fade.models.random_tokenizer import byte_vocab
 
@@ -33,13 +33,25 @@ RANDOM_SPECIAL_TOKENS = [
 ]
 
 
+_ATTENTION_GROUPS = (
+    LinearGroup(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    LinearGroup(("self_attn.out_proj",)),
+)
+_MLP_GROUPS = (LinearGroup(("fc1",)), LinearGroup(("fc2",)))
+_CROSS_ATTENTION_GROUPS = (
+    LinearGroup(("encoder_attn.q_proj",)),
+    LinearGroup(("encoder_attn.k_proj", "encoder_attn.v_proj"), reads_encoder_output=True),
+    LinearGroup(("encoder_attn.out_proj",)),
+)
+
+
 class WhisperFamily(ModelFamily):
     name = "whisper"
 
     def load_pretrained(self, path_or_id: str, *, dtype: torch.dtype, local_files_only: bool) -> LoadedModel:
         model = WhisperForConditionalGeneration.from_pretrained(path_or_id, dtype=dtype, local_files_only=local_files_only)
         processor = WhisperProcessor.from_pretrained(path_or_id, local_files_only=local_files_only)
-        return LoadedModel(self.name, str(path_or_id), model.eval(), processor, revision=str(model.config._commit_hash or path_or_id))
+        return LoadedModel(self.name, str(path_or_id), model.eval(), processor, revision=str(getattr(model.config, "_commit_hash", None) or path_or_id))
 
     def build_random(self, *, seed: int, size: str = "tiny") -> LoadedModel:
         widths = {"tiny": (64, 2, 4), "small": (128, 2, 4)}
@@ -95,7 +107,7 @@ class WhisperFamily(ModelFamily):
             tokens = loaded.model.generate(
                 **inputs,
                 logits_processor=[cap],
-                max_new_tokens=max(max_new_tokens),
+                max_new_tokens=max(max_new_tokens) + 1,  # +1: the largest-capped row also ends in a forced EOS
                 num_beams=num_beams,
                 do_sample=False,
                 return_timestamps=False,
@@ -103,3 +115,33 @@ class WhisperFamily(ModelFamily):
             )
         texts = loaded.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)
         return Transcripts([text.strip() for text in texts], cap.hit.tolist())
+
+    def stages(self, loaded: LoadedModel) -> list[Stage]:
+        return [
+            Stage("encoder", "model.encoder.layers", _ATTENTION_GROUPS + _MLP_GROUPS, mask="encoder"),
+            Stage("decoder", "model.decoder.layers", _ATTENTION_GROUPS + _CROSS_ATTENTION_GROUPS + _MLP_GROUPS, mask="decoder"),
+        ]
+
+    def calibration_batch(self, loaded: LoadedModel, audios, texts) -> CalibrationBatch:
+        """Teacher forcing: decoder input = prompt tokens + reference text tokens.
+
+        The prompt is what generation uses (``<|startoftranscript|>``, for multilingual models
+        ``<|en|><|transcribe|>``, then ``<|notimestamps|>``); the text gets a leading space, as
+        Whisper emits it. The final end-of-text token is a target, never an input, so it is dropped.
+        All 1500 encoder frames are real inputs (Whisper is trained on the padded window).
+        """
+        tokenizer = loaded.processor.tokenizer
+        multilingual = getattr(loaded.model.generation_config, "is_multilingual", False)
+        tokenizer.set_prefix_tokens(language="en" if multilingual else None, task="transcribe" if multilingual else None,
+                                    predict_timestamps=False)
+        sequences = [tokenizer(" " + text.strip()).input_ids[:-1] for text in texts]
+        longest = max(len(ids) for ids in sequences)
+        pad = loaded.model.generation_config.pad_token_id
+        ids = torch.full((len(sequences), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), longest), dtype=torch.bool)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = True
+        inputs = self.prepare_inputs(loaded, audios)
+        inputs.update(decoder_input_ids=ids.to(loaded.device), decoder_attention_mask=mask.long().to(loaded.device))
+        return CalibrationBatch(inputs, {"encoder": None, "decoder": mask.to(loaded.device)})

@@ -11,8 +11,9 @@ from fade.errors import ConfigError
 
 def _tasks() -> dict[str, Callable[[DictConfig], dict[str, Any]]]:
     from fade.tasks.evaluate import evaluate_task
+    from fade.tasks.quantize import quantize_task
 
-    return {"evaluate": evaluate_task}
+    return {"evaluate": evaluate_task, "quantize": quantize_task}
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,264 @@
+"""Sequential dual-stream calibration: quantize block by block, group by group, in forward order.
+
+Two copies of the model run side by side on the same calibration batches:
+
+- the full-precision stream (X): the original model, never modified;
+- the quantized stream (X̂): a copy whose Linears are replaced by their quantized weights
+  as the loop reaches them, so every later layer sees the error of all earlier ones.
+
+For each stage (encoder blocks, [projector], decoder blocks), the inputs of the stage's
+first block are caught by running each model up to it. Each block is then run on those
+cached inputs: for each group of Linears sharing an input, both streams run the block up to
+that group (a hook stops the forward there), the statistics Ĥ = Σx̂x̂ᵀ, C = Σ(x − x̂)x̂ᵀ and
+H = Σxxᵀ are accumulated batch by batch, and the group's Linears are corrected and
+quantized. Then both streams run the whole block to produce the next block's inputs.
+
+Memory: the cached hidden states of the calibration set for both streams (one tensor per
+batch and stream, plus the encoder outputs the decoder's cross-attention reads), one batch
+of activations, and the statistics of one group. Statistics are never built from stacked tokens.
+
+Cross-attention key/value projections read the encoder output, which is the same for every
+decoder block: their statistics are computed once per stage and reused.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from fade.calibration.layer import AlphaPolicy, LayerStatistics, QuantizedWeight, QuantizerSettings, process_linear
+from fade.data.utterance import Utterance
+from fade.errors import QuantizationError
+from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage
+from fade.quant import HessianAccumulator, QEPStatistics, check_group_fits
+
+log = logging.getLogger(__name__)
+
+
+class _StopForward(Exception):
+    """Raised by a hook once it has what it needs, so the rest of the forward is skipped."""
+
+
+def _call_until(module: torch.nn.Module, target: torch.nn.Module, run) -> tuple[tuple, dict]:
+    """Run ``run()`` and return the (args, kwargs) ``target`` is called with, stopping there."""
+    caught: dict[str, Any] = {}
+
+    def hook(_module, args, kwargs):
+        caught["args"], caught["kwargs"] = args, kwargs
+        raise _StopForward
+
+    handle = target.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        run()
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "args" not in caught:
+        raise RuntimeError(f"{type(target).__name__} was never called while running {type(module).__name__}")
+    return caught["args"], caught["kwargs"]
+
+
+def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else next(iter(kwargs.values()))
+
+
+def _output(result) -> torch.Tensor:
+    return result[0] if isinstance(result, (tuple, list)) else result
+
+
+@dataclass
+class _Inputs:
+    """The cached call of a block for one batch: positional and keyword arguments."""
+
+    args: tuple
+    kwargs: dict
+
+    def advance(self, hidden: torch.Tensor) -> "_Inputs":
+        if self.args:
+            return _Inputs((hidden,) + tuple(self.args[1:]), self.kwargs)
+        key = next(iter(self.kwargs))
+        return _Inputs(self.args, {**self.kwargs, key: hidden})
+
+
+@dataclass
+class CalibrationResult:
+    model: torch.nn.Module
+    records: list[dict[str, Any]]
+    #: Quantized codes/scales per Linear name (for the packed export).
+    quantized: dict[str, QuantizedWeight] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _resolve_blocks(model: torch.nn.Module, stage: Stage) -> list[torch.nn.Module]:
+    module = model.get_submodule(stage.path)
+    return [module] if stage.single else list(module)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, f"*{p}") for p in patterns)
+
+
+class SequentialCalibrator:
+    """Runs the dual-stream loop for one model. See the module docstring for the algorithm."""
+
+    def __init__(self, family: ModelFamily, loaded: LoadedModel, settings: QuantizerSettings, *,
+                 policy: AlphaPolicy | None = None, qep_damp: float = 0.01, exclude: Sequence[str] = (),
+                 compensation_exclude: Sequence[str] = (), batch_size: int = 8, track_fp: bool = True,
+                 record_uncorrected: bool = True, stats_dtype: torch.dtype = torch.float64):
+        self.family = family
+        self.loaded = loaded
+        self.settings = settings
+        self.policy = policy
+        self.qep_damp = qep_damp
+        self.exclude = list(exclude)
+        self.compensation_exclude = list(compensation_exclude)
+        self.batch_size = batch_size
+        # The full-precision stream is needed for QEP/FADE and for errors measured against the FP output.
+        self.track_fp = track_fp or policy is not None
+        self.record_uncorrected = record_uncorrected
+        self.stats_dtype = stats_dtype
+        self.timers: dict[str, float] = {"forward": 0.0, "statistics": 0.0, "solve": 0.0}
+
+    # -- planning -------------------------------------------------------------------------
+
+    def plan(self, model: torch.nn.Module) -> list[tuple[Stage, int, torch.nn.Module, LinearGroup, str, torch.nn.Linear]]:
+        """Every quantizable Linear in order, with checks that settings fit and patterns match."""
+        plan = []
+        for stage in self.family.stages(self.loaded):
+            for index, block in enumerate(_resolve_blocks(model, stage)):
+                prefix = stage.path if stage.single else f"{stage.path}.{index}"
+                for group in stage.groups:
+                    for name in group.names:
+                        linear = block.get_submodule(name)
+                        if not isinstance(linear, torch.nn.Linear):
+                            raise QuantizationError(f"{prefix}.{name} is a {type(linear).__name__}, not a Linear")
+                        plan.append((stage, index, block, group, f"{prefix}.{name}", linear))
+        names = [p[4] for p in plan]
+        for patterns, what in ((self.exclude, "quantizer.exclude"), (self.compensation_exclude, "compensation.exclude")):
+            for pattern in patterns:
+                if not any(_matches(n, [pattern]) for n in names):
+                    raise QuantizationError(
+                        f"{what} pattern {pattern!r} matches no quantizable Linear; examples of names: {names[:3]} ... {names[-2:]}"
+                    )
+        for _, _, _, _, name, linear in plan:
+            if not _matches(name, self.exclude):
+                check_group_fits(self.settings.grid, linear.in_features, name)
+        return plan
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _batches(self, utterances: Sequence[Utterance]) -> list[CalibrationBatch]:
+        # Similar lengths together keep padding (and wasted compute) small.
+        audio = {u.id: u.load() for u in utterances}
+        ordered = sorted(utterances, key=lambda u: (-len(audio[u.id]), u.id))
+        batches = []
+        for start in range(0, len(ordered), self.batch_size):
+            chunk = ordered[start : start + self.batch_size]
+            batches.append(self.family.calibration_batch(self.loaded, [audio[u.id] for u in chunk], [u.text for u in chunk]))
+        return batches
+
+    def _catch_stage_inputs(self, model: torch.nn.Module, stage: Stage, batches: list[CalibrationBatch]) -> list[_Inputs]:
+        first = _resolve_blocks(model, stage)[0]
+        start = time.perf_counter()
+        caught = [_Inputs(*_call_until(model, first, lambda b=b: model(**b.model_inputs, use_cache=False))) for b in batches]
+        self.timers["forward"] += time.perf_counter() - start
+        return caught
+
+    def _group_input(self, block: torch.nn.Module, linear: torch.nn.Module, inputs: _Inputs) -> torch.Tensor:
+        start = time.perf_counter()
+        args, _ = _call_until(block, linear, lambda: block(*inputs.args, **inputs.kwargs))
+        self.timers["forward"] += time.perf_counter() - start
+        return args[0]
+
+    def _statistics(self, stage: Stage, group: LinearGroup, fp_block, q_block, fp_inputs, q_inputs,
+                    batches: list[CalibrationBatch]) -> LayerStatistics:
+        first = group.names[0]
+        stats_q = stats_fp = None
+        for b, batch in enumerate(batches):
+            x_q = self._group_input(q_block, q_block.get_submodule(first), q_inputs[b])
+            x_fp = self._group_input(fp_block, fp_block.get_submodule(first), fp_inputs[b]) if self.track_fp else None
+            mask = batch.masks.get("encoder" if group.reads_encoder_output else stage.mask)
+            if mask is not None and tuple(mask.shape) != tuple(x_q.shape[:-1]):
+                mask = None if mask.all() else mask  # e.g. a stage whose hidden states are packed
+                if mask is not None:
+                    raise RuntimeError(f"mask {tuple(mask.shape)} does not fit input {tuple(x_q.shape)} of {first}")
+            start = time.perf_counter()
+            if stats_q is None:
+                in_features = x_q.shape[-1]
+                stats_q = QEPStatistics(in_features, dtype=self.stats_dtype) if self.track_fp else HessianAccumulator(in_features, dtype=self.stats_dtype)
+                stats_fp = HessianAccumulator(in_features, dtype=self.stats_dtype) if self.track_fp else None
+            if self.track_fp:
+                stats_q.add(x_fp, x_q, mask)
+                stats_fp.add(x_fp, mask)
+            else:
+                stats_q.add(x_q, mask)
+            self.timers["statistics"] += time.perf_counter() - start
+        if self.track_fp:
+            return LayerStatistics(stats_q.hessian_q, stats_q.cross, stats_fp.hessian, stats_q.num_tokens)
+        return LayerStatistics(stats_q.hessian, None, None, stats_q.num_tokens)
+
+    def run(self, utterances: Sequence[Utterance]) -> CalibrationResult:
+        fp_model = self.loaded.model
+        q_model = copy.deepcopy(fp_model) if self.track_fp else fp_model
+        plan = self.plan(q_model)
+        if self.policy is not None:
+            self.policy.prepare({name: linear.weight.detach() for *_, name, linear in plan if not _matches(name, self.exclude)},
+                                {"grid": self.settings.grid, "stages": self.family.stages(self.loaded)})
+        batches = self._batches(utterances)
+        records: list[dict[str, Any]] = []
+        quantized: dict[str, QuantizedWeight] = {}
+        loop_start = time.perf_counter()
+        with torch.inference_mode():
+            for stage in self.family.stages(self.loaded):
+                fp_blocks, q_blocks = _resolve_blocks(fp_model, stage), _resolve_blocks(q_model, stage)
+                q_inputs = self._catch_stage_inputs(q_model, stage, batches)
+                fp_inputs = self._catch_stage_inputs(fp_model, stage, batches) if self.track_fp and q_model is not fp_model else q_inputs
+                shared_stats: dict[tuple[str, ...], LayerStatistics] = {}
+                for index, (fp_block, q_block) in enumerate(zip(fp_blocks, q_blocks)):
+                    prefix = stage.path if stage.single else f"{stage.path}.{index}"
+                    for group in stage.groups:
+                        names = [n for n in group.names if not _matches(f"{prefix}.{n}", self.exclude)]
+                        if not names:
+                            continue
+                        if group.reads_encoder_output and group.names in shared_stats:
+                            stats = shared_stats[group.names]
+                        else:
+                            stats = self._statistics(stage, group, fp_block, q_block, fp_inputs, q_inputs, batches)
+                            if group.reads_encoder_output:
+                                shared_stats[group.names] = stats
+                        for name in names:
+                            full_name = f"{prefix}.{name}"
+                            linear = q_block.get_submodule(name)
+                            start = time.perf_counter()
+                            policy = None if _matches(full_name, self.compensation_exclude) else self.policy
+                            result, record = process_linear(full_name, linear.weight.detach().clone(), stats, self.settings,
+                                                            policy=policy, qep_damp=self.qep_damp,
+                                                            record_uncorrected=self.record_uncorrected)
+                            self.timers["solve"] += time.perf_counter() - start
+                            linear.weight.data.copy_(result.weight_q.to(linear.weight.dtype))
+                            quantized[full_name] = result
+                            records.append({
+                                "name": full_name, "part": stage.part, "block": index, "group": "+".join(group.names),
+                                "out_features": linear.out_features, "in_features": linear.in_features,
+                                "bits": self.settings.grid.bits, "group_size": self.settings.grid.group_size,
+                                "method": self.settings.method, "tokens": stats.num_tokens, **record,
+                            })
+                    # Both streams move on to the next block's inputs.
+                    start = time.perf_counter()
+                    q_inputs = [x.advance(_output(q_block(*x.args, **x.kwargs))) for x in q_inputs]
+                    if fp_inputs is not q_inputs and self.track_fp and q_model is not fp_model:
+                        fp_inputs = [x.advance(_output(fp_block(*x.args, **x.kwargs))) for x in fp_inputs]
+                    else:
+                        fp_inputs = q_inputs
+                    self.timers["forward"] += time.perf_counter() - start
+                    log.info("calibrated %s (%d/%d)", prefix, index + 1, len(q_blocks))
+        self.timers["total"] = time.perf_counter() - loop_start
+        return CalibrationResult(q_model, records, quantized, {k: round(v, 3) for k, v in self.timers.items()})

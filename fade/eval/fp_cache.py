@@ -1,0 +1,36 @@
+"""Full-precision results are computed once per model, dataset and decoding settings.
+
+A sweep quantizes the same model dozens of times; its full-precision WER does not change.
+The cache key hashes everything that can change a full-precision transcript: the weights'
+revision and dtype, the dataset config, the batch size (batched float arithmetic), beams,
+token caps and the device type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from fade.cache import atomic_directory, cache_root
+
+
+def fp_cache_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_fp_evaluation(parts: dict[str, Any], output_dir: Path, compute: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Copy a cached full-precision result into ``output_dir``, computing it on a miss."""
+    entry = cache_root() / "fp_eval" / fp_cache_key(parts)
+    if not (entry / "metrics.json").is_file():
+        with atomic_directory(entry) as tmp:
+            compute(tmp)
+            (tmp / "key.json").write_text(json.dumps(parts, indent=2, default=str) + "\n")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("hypotheses.jsonl", "metrics.json"):
+        shutil.copyfile(entry / name, output_dir / name)
+    metrics = json.loads((entry / "metrics.json").read_text())
+    metrics["fp_cache"] = str(entry)
+    return metrics

@@ -1,0 +1,129 @@
+"""``task=quantize``: calibrate a quantized model, then evaluate it beside full precision.
+
+Run folder:
+- ``fp/`` and ``quantized/``: hypotheses.jsonl and metrics.json of each model;
+- ``layers.csv`` / ``layers.jsonl``: one record per quantized Linear (α, errors, seconds...);
+- ``metrics.json``: the summary (both WERs, calibration timings), written last and atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fade.cache import atomic_write_json, atomic_write_text
+from fade.calibration.layer import ConstantAlpha, QuantizerSettings
+from fade.calibration.sequential import SequentialCalibrator
+from fade.data.datamodule import draw_calibration
+from fade.errors import ConfigError
+from fade.eval.fp_cache import cached_fp_evaluation
+from fade.eval.runner import evaluate, format_table
+from fade.models.base import LoadedModel
+from fade.quant import GridSpec
+from fade.tasks.common import build_datamodule, build_model, family_of, instantiate_source, run_dir, setup_torch
+
+log = logging.getLogger(__name__)
+
+
+def alpha_policy(cfg: DictConfig):
+    """The compensation config → an α policy (None = no correction)."""
+    name = cfg.compensation.name
+    if name == "none":
+        return None
+    if name == "qep":
+        return ConstantAlpha(float(cfg.compensation.alpha))
+    raise ConfigError(f"unknown compensation {name!r}; use none or qep")
+
+
+def quantizer_settings(cfg: DictConfig) -> QuantizerSettings:
+    if cfg.quantizer.name not in ("rtn", "gptq"):
+        raise ConfigError(f"task=quantize needs quantizer=rtn or gptq, got {cfg.quantizer.name!r}")
+    grid = GridSpec(bits=cfg.bits.w, symmetric=cfg.bits.symmetric, group_size=cfg.bits.group_size)
+    q = cfg.quantizer
+    return QuantizerSettings(q.name, grid, block_size=q.block_size, percdamp=q.percdamp, act_order=q.act_order,
+                             static_groups=q.static_groups)
+
+
+def _csv(records: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
+def quantize_task(cfg: DictConfig) -> dict[str, Any]:
+    out = run_dir()
+    device = setup_torch(cfg)
+    settings = quantizer_settings(cfg)
+    policy = alpha_policy(cfg)
+    logger = hydra.utils.instantiate(cfg.logger) if cfg.logger else None
+    if logger is not None:
+        logger.log_config(OmegaConf.to_container(cfg, resolve=True))
+
+    datamodule = build_datamodule(cfg)
+    datamodule.setup()
+    calib_source = instantiate_source(cfg.calibration.source, "calibration.source")
+    calibration = draw_calibration(calib_source.utterances(), cfg.calibration.num_samples, cfg.calibration.seed)
+    loaded = build_model(cfg, device)
+    family = family_of(cfg)
+    r = cfg.runner
+    eval_kwargs = dict(device=device, devices=r.devices, num_beams=r.num_beams, max_new_tokens_per_second=r.max_new_tokens_per_second,
+                       max_new_tokens_floor=r.max_new_tokens_floor, progress_bar=r.progress_bar)
+
+    calibrator = SequentialCalibrator(
+        family, loaded, settings, policy=policy, qep_damp=cfg.compensation.damp, exclude=cfg.quantizer.exclude,
+        compensation_exclude=cfg.compensation.exclude if policy is not None else [], batch_size=cfg.calibration.batch_size,
+        track_fp=cfg.calibration.track_fp, record_uncorrected=cfg.calibration.record_uncorrected,
+        stats_dtype={"float64": torch.float64, "float32": torch.float32}[cfg.calibration.stats_dtype],
+    )
+    calibrator.plan(loaded.model)  # bad bits/group sizes/patterns fail here, before any evaluation
+
+    fp_key = {"model": loaded.revision, "dtype": cfg.model.dtype, "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+              "batch_size": r.batch_size, "num_beams": r.num_beams, "cap": [r.max_new_tokens_per_second, r.max_new_tokens_floor],
+              "device": device.type}
+    fp_metrics = cached_fp_evaluation(fp_key, out / "fp", lambda folder: evaluate(family, loaded, datamodule, folder, **eval_kwargs,
+                                                                                extra={"precision": "fp"}))
+
+    start = time.perf_counter()
+    result = calibrator.run(calibration)
+    calibration_seconds = time.perf_counter() - start
+    records = result.records
+    atomic_write_text(out / "layers.jsonl", "".join(json.dumps(rec) + "\n" for rec in records))
+    atomic_write_text(out / "layers.csv", _csv(records))
+
+    quantized = LoadedModel(loaded.family, loaded.name, result.model, loaded.processor, loaded.revision, dict(loaded.info))
+    method = settings.method + ("" if policy is None else f"+{cfg.compensation.name}")
+    q_metrics = evaluate(family, quantized, datamodule, out / "quantized", **eval_kwargs,
+                         extra={"precision": f"w{settings.grid.bits}" + (f"g{settings.grid.group_size}" if settings.grid.group_size else "")})
+    summary = {
+        "model": loaded.name, "model_revision": loaded.revision, "dataset": datamodule.name, "method": method,
+        "quantizer": settings.method, "compensation": cfg.compensation.name,
+        "alpha": cfg.compensation.alpha if policy is not None else None,
+        "bits": settings.grid.bits, "group_size": settings.grid.group_size, "symmetric": settings.grid.symmetric,
+        "calibration": cfg.calibration.name, "calibration_samples": len(calibration), "calibration_seed": cfg.calibration.seed,
+        "seed": cfg.seed, "wer_fp": fp_metrics["wer"], "wer": q_metrics["wer"], "wer_delta": q_metrics["wer"] - fp_metrics["wer"],
+        "utterances": q_metrics["utterances"], "words": q_metrics["words"],
+        "capped_utterances": q_metrics["capped_utterances"], "capped_utterances_fp": fp_metrics["capped_utterances"],
+        "token_cap_rule": q_metrics["token_cap_rule"], "quantized_linears": len(records),
+        "kept_in_full_precision": "embeddings, convolutional stem, output projection and any quantizer.exclude match",
+        "calibration_seconds": round(calibration_seconds, 2), "calibration_breakdown_seconds": result.seconds,
+        "eval_seconds": q_metrics["seconds"], "eval_seconds_fp": fp_metrics["seconds"], "device": str(device),
+        "tags": list(cfg.tags),
+    }
+    if logger is not None:
+        logger.log_layers(records)
+        logger.log_metrics(summary)
+        logger.finish()
+    atomic_write_json(out / "metrics.json", summary)
+    print("\n" + format_table([{**fp_metrics, "label": f"{loaded.name} fp"}, {**q_metrics, "label": f"{loaded.name} {method} w{settings.grid.bits}"}]))
+    print(f"results: {out}")
+    return summary
