@@ -112,7 +112,8 @@ class SequentialCalibrator:
     def __init__(self, family: ModelFamily, loaded: LoadedModel, settings: QuantizerSettings, *,
                  policy: AlphaPolicy | None = None, qep_damp: float = 0.01, exclude: Sequence[str] = (),
                  compensation_exclude: Sequence[str] = (), batch_size: int = 8, track_fp: bool = True,
-                 record_uncorrected: bool = True, stats_dtype: torch.dtype = torch.float64):
+                 record_uncorrected: bool = True, stats_dtype: torch.dtype = torch.float64,
+                 stats_product_dtype: torch.dtype | None = None):
         self.family = family
         self.loaded = loaded
         self.settings = settings
@@ -125,6 +126,7 @@ class SequentialCalibrator:
         self.track_fp = track_fp or policy is not None
         self.record_uncorrected = record_uncorrected
         self.stats_dtype = stats_dtype
+        self.stats_product_dtype = stats_product_dtype or stats_dtype
         self.timers: dict[str, float] = {"forward": 0.0, "statistics": 0.0, "solve": 0.0}
 
     # -- planning -------------------------------------------------------------------------
@@ -193,8 +195,9 @@ class SequentialCalibrator:
             start = time.perf_counter()
             if stats_q is None:
                 in_features = x_q.shape[-1]
-                stats_q = QEPStatistics(in_features, dtype=self.stats_dtype) if self.track_fp else HessianAccumulator(in_features, dtype=self.stats_dtype)
-                stats_fp = HessianAccumulator(in_features, dtype=self.stats_dtype) if self.track_fp else None
+                kinds = dict(dtype=self.stats_dtype, product_dtype=self.stats_product_dtype)
+                stats_q = QEPStatistics(in_features, **kinds) if self.track_fp else HessianAccumulator(in_features, **kinds)
+                stats_fp = HessianAccumulator(in_features, **kinds) if self.track_fp else None
             if self.track_fp:
                 stats_q.add(x_fp, x_q, mask)
                 stats_fp.add(x_fp, mask)

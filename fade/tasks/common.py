@@ -41,7 +41,9 @@ def setup_torch(cfg: DictConfig) -> torch.device:
 
 def build_model(cfg: DictConfig, device: torch.device) -> LoadedModel:
     m = cfg.model
-    return load_model(m.family, m.source, m.path, dtype=m.dtype, revision=m.revision, seed=m.seed, size=m.size, device=device)
+    loaded = load_model(m.family, m.source, m.path, dtype=m.dtype, revision=m.revision, seed=m.seed, size=m.size, device=device)
+    loaded.name = m.name  # reports use the config's short name, not a cache path
+    return loaded
 
 
 def instantiate_source(node: DictConfig, where: str) -> Any:

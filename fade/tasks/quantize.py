@@ -32,6 +32,8 @@ from fade.tasks.common import build_datamodule, build_model, family_of, instanti
 
 log = logging.getLogger(__name__)
 
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
 
 def alpha_policy(cfg: DictConfig):
     """The compensation config → an α policy (None = no correction)."""
@@ -83,7 +85,7 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
         family, loaded, settings, policy=policy, qep_damp=cfg.compensation.damp, exclude=cfg.quantizer.exclude,
         compensation_exclude=cfg.compensation.exclude if policy is not None else [], batch_size=cfg.calibration.batch_size,
         track_fp=cfg.calibration.track_fp, record_uncorrected=cfg.calibration.record_uncorrected,
-        stats_dtype={"float64": torch.float64, "float32": torch.float32}[cfg.calibration.stats_dtype],
+        stats_dtype=_DTYPES[cfg.calibration.stats_dtype], stats_product_dtype=_DTYPES[cfg.calibration.stats_product_dtype],
     )
     calibrator.plan(loaded.model)  # bad bits/group sizes/patterns fail here, before any evaluation
 

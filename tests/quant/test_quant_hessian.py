@@ -75,3 +75,21 @@ def test_qep_statistics_shape_mismatch_raises():
     with pytest.raises(QuantizationError, match=r"\(2, 5, 12\).*\(2, 4, 12\)"):
         stats.add(torch.randn(2, 5, IN), torch.randn(2, 4, IN))
     assert stats.num_tokens == 0
+
+
+def test_float32_products_stay_within_the_stated_bound():
+    """float32 per-batch products + float64 running sums: relative error ≤ 1e-4 of the largest entry."""
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(4, 3000, 48, generator=g) @ torch.randn(48, 48, generator=g) for _ in range(3)]
+    shifted = [b + 0.01 * torch.randn(b.shape, generator=g) for b in batches]
+    exact, fast = QEPStatistics(48), QEPStatistics(48, product_dtype=torch.float32)
+    h_exact, h_fast = HessianAccumulator(48), HessianAccumulator(48, product_dtype=torch.float32)
+    for x, x_hat in zip(batches, shifted):
+        exact.add(x, x_hat)
+        fast.add(x, x_hat)
+        h_exact.add(x)
+        h_fast.add(x)
+    assert fast.hessian_q.dtype == torch.float64
+    for a, b in ((exact.hessian_q, fast.hessian_q), (exact.cross, fast.cross), (h_exact.hessian, h_fast.hessian)):
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+        assert not torch.equal(a, b)  # the float32 path really is a different computation
