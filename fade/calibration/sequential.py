@@ -208,7 +208,30 @@ class SequentialCalibrator:
             return LayerStatistics(stats_q.hessian_q, stats_q.cross, stats_fp.hessian, stats_q.num_tokens)
         return LayerStatistics(stats_q.hessian, None, None, stats_q.num_tokens)
 
+    def _round_to_nearest_only(self) -> CalibrationResult:
+        """RTN without compensation or FP tracking needs no calibration data at all."""
+        from fade.quant import rtn_quantize
+
+        records, quantized = [], {}
+        start = time.perf_counter()
+        model = self.loaded.model
+        with torch.inference_mode():
+            for stage, index, _block, group, name, linear in self.plan(model):
+                if _matches(name, self.exclude):
+                    continue
+                r = rtn_quantize(linear.weight.detach().float(), self.settings.grid, layer_name=name)
+                linear.weight.data.copy_(r.weight_q.to(linear.weight.dtype))
+                quantized[name] = QuantizedWeight(r.weight_q, r.codes, r.scale, r.zero, None, None)
+                records.append({"name": name, "part": stage.part, "block": index, "group": "+".join(group.names),
+                                "out_features": linear.out_features, "in_features": linear.in_features,
+                                "bits": self.settings.grid.bits, "group_size": self.settings.grid.group_size,
+                                "method": "rtn", "tokens": 0, "alpha": 0.0})
+        self.timers["solve"] = self.timers["total"] = time.perf_counter() - start
+        return CalibrationResult(model, records, quantized, {k: round(v, 3) for k, v in self.timers.items()})
+
     def run(self, utterances: Sequence[Utterance]) -> CalibrationResult:
+        if self.settings.method == "rtn" and self.policy is None and not self.track_fp:
+            return self._round_to_nearest_only()
         fp_model = self.loaded.model
         q_model = copy.deepcopy(fp_model) if self.track_fp else fp_model
         plan = self.plan(q_model)
