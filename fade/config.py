@@ -139,6 +139,9 @@ class FadeConfig:
     #: or ``evaluate`` (the model as loaded).
     task: str = "quantize"
     seed: int = 0
+    #: task=quantize: also write the calibrated model as a compressed-tensors pack-quantized checkpoint
+    #: (transformers loads it; vLLM too for 4/8-bit) into <run dir>/packed/ (see fade/export/).
+    export: bool = False
     #: Free text stored with the results (e.g. which experiment recipe composed this run).
     tags: list[str] = field(default_factory=list)
 

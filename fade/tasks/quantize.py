@@ -88,6 +88,9 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
         stats_dtype=_DTYPES[cfg.calibration.stats_dtype], stats_product_dtype=_DTYPES[cfg.calibration.stats_product_dtype],
     )
     calibrator.plan(loaded.model)  # bad bits/group sizes/patterns fail here, before any evaluation
+    if cfg.export and settings.act_order and settings.grid.group_size and settings.static_groups is False:
+        raise ConfigError("export=true needs contiguous groups: act-order with quantizer.static_groups=false gives a g_idx "
+                          "that compressed-tensors >= 0.20 cannot load; use static_groups=null (default) or true")
 
     fp_key = {"model": loaded.revision, "dtype": cfg.model.dtype, "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
               "batch_size": r.batch_size, "num_beams": r.num_beams, "cap": [r.max_new_tokens_per_second, r.max_new_tokens_floor],
@@ -101,6 +104,13 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
     records = result.records
     atomic_write_text(out / "layers.jsonl", "".join(json.dumps(rec) + "\n" for rec in records))
     atomic_write_text(out / "layers.csv", _csv(records))
+    if cfg.export:  # packed low-bit checkpoint (compressed-tensors pack-quantized)
+        from fade.export import export_packed
+
+        export_report = export_packed(loaded, result, settings.grid, out / "packed", overwrite=True,
+                                      actorder="weight" if settings.act_order else None)
+        log.info("packed checkpoint: %s (%.3f bits per quantized weight)", out / "packed",
+                 export_report["totals"]["bits_per_quantized_weight"])
 
     quantized = LoadedModel(loaded.family, loaded.name, result.model, loaded.processor, loaded.revision, dict(loaded.info))
     method = settings.method + ("" if policy is None else f"+{cfg.compensation.name}")
