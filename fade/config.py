@@ -82,7 +82,7 @@ class QuantizerConfig:
 
 @dataclass
 class CompensationConfig:
-    #: ``none`` (plain layer-wise PTQ), ``qep`` (one global α).
+    #: ``none`` (plain layer-wise PTQ), ``qep`` (one global α) or ``fade`` (per-layer α, docs/fade.md).
     name: str = "none"
     #: QEP's global α (0.5 in the paper); 0 reproduces the uncorrected quantizer exactly.
     alpha: float = 0.5
@@ -90,6 +90,22 @@ class CompensationConfig:
     damp: float = 0.01
     #: Linears (fnmatch patterns) quantized without correction.
     exclude: list[str] = field(default_factory=list)
+    # --- FADE only (fade/diagnostics/): s = v_weight·z(V_int) + r_weight·z(R_calib),
+    # α = clip(α_min + (α_max − α_min)·σ(s)). null disables a signal.
+    v_int: Optional[str] = "rtn_error"
+    r_calib: Optional[str] = "predicted_gain"
+    #: ``global`` (z-score over all layers) or ``per_part`` (within encoder / decoder / projector).
+    normalization: str = "global"
+    v_sign: float = 1.0
+    r_sign: float = 1.0
+    v_weight: float = 1.0
+    r_weight: float = 1.0
+    alpha_min: float = 0.2
+    alpha_max: float = 0.7
+    #: Layers (per population) whose R_calib only enters the running statistics, scoring 0.
+    warmup: int = 3
+    #: Median/MAD instead of mean/std.
+    robust: bool = False
 
 
 @dataclass

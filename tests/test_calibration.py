@@ -109,3 +109,15 @@ def test_output_error_from_statistics_matches_direct_computation():
     stats = LayerStatistics(x_hat.T @ x_hat, (x - x_hat).T @ x_hat, x.T @ x, 200)
     direct = ((x @ w.T - x_hat @ w2.T) ** 2).sum() / ((x @ w.T) ** 2).sum()
     assert output_error(w, w2, stats) == pytest.approx(float(direct), rel=1e-9)
+
+
+def test_fade_policy_with_held_out_reliability_gets_split_statistics(tiny_manifest):
+    from fade.diagnostics import FadePolicy
+
+    policy = FadePolicy("rtn_error", "heldout_gain", warmup=1)
+    _, result = _calibrate("whisper", read_manifest(tiny_manifest), policy=policy)
+    alphas = [r["alpha"] for r in result.records]
+    assert all(0.2 <= a <= 0.7 for a in alphas) and len(set(alphas)) > 3
+    scored = [r for r in result.records if r["r_calib_raw"] == r["r_calib_raw"]]  # not NaN
+    assert scored, "no layer got a held-out reliability score"
+    assert all({"v_int", "r_calib", "s"} <= set(r) for r in result.records)

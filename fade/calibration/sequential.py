@@ -127,6 +127,8 @@ class SequentialCalibrator:
         self.record_uncorrected = record_uncorrected
         self.stats_dtype = stats_dtype
         self.stats_product_dtype = stats_product_dtype or stats_dtype
+        #: Keep two halves of the statistics when the α policy scores the correction held out.
+        self.split_statistics = bool(getattr(policy, "r_needs_split", False))
         self.timers: dict[str, float] = {"forward": 0.0, "statistics": 0.0, "solve": 0.0}
 
     # -- planning -------------------------------------------------------------------------
@@ -182,8 +184,13 @@ class SequentialCalibrator:
 
     def _statistics(self, stage: Stage, group: LinearGroup, fp_block, q_block, fp_inputs, q_inputs,
                     batches: list[CalibrationBatch]) -> LayerStatistics:
+        """Accumulate one group's statistics over all batches.
+
+        With ``split_statistics`` (a held-out R_calib), even and odd batches go to two halves
+        A and B; the pooled statistics are their sum, so the correction itself is unchanged.
+        """
         first = group.names[0]
-        stats_q = stats_fp = None
+        halves: list[list] = [[None, None], [None, None]]  # [half][q-stats, fp-hessian]
         for b, batch in enumerate(batches):
             x_q = self._group_input(q_block, q_block.get_submodule(first), q_inputs[b])
             x_fp = self._group_input(fp_block, fp_block.get_submodule(first), fp_inputs[b]) if self.track_fp else None
@@ -193,20 +200,33 @@ class SequentialCalibrator:
                 if mask is not None:
                     raise RuntimeError(f"mask {tuple(mask.shape)} does not fit input {tuple(x_q.shape)} of {first}")
             start = time.perf_counter()
-            if stats_q is None:
-                in_features = x_q.shape[-1]
+            half = halves[b % 2 if self.split_statistics else 0]
+            if half[0] is None:
                 kinds = dict(dtype=self.stats_dtype, product_dtype=self.stats_product_dtype)
-                stats_q = QEPStatistics(in_features, **kinds) if self.track_fp else HessianAccumulator(in_features, **kinds)
-                stats_fp = HessianAccumulator(in_features, **kinds) if self.track_fp else None
+                in_features = x_q.shape[-1]
+                half[0] = QEPStatistics(in_features, **kinds) if self.track_fp else HessianAccumulator(in_features, **kinds)
+                half[1] = HessianAccumulator(in_features, **kinds) if self.track_fp else None
             if self.track_fp:
-                stats_q.add(x_fp, x_q, mask)
-                stats_fp.add(x_fp, mask)
+                half[0].add(x_fp, x_q, mask)
+                half[1].add(x_fp, mask)
             else:
-                stats_q.add(x_q, mask)
+                half[0].add(x_q, mask)
             self.timers["statistics"] += time.perf_counter() - start
-        if self.track_fp:
-            return LayerStatistics(stats_q.hessian_q, stats_q.cross, stats_fp.hessian, stats_q.num_tokens)
-        return LayerStatistics(stats_q.hessian, None, None, stats_q.num_tokens)
+
+        def as_layer_statistics(half) -> LayerStatistics:
+            stats_q, stats_fp = half
+            if self.track_fp:
+                return LayerStatistics(stats_q.hessian_q, stats_q.cross, stats_fp.hessian, stats_q.num_tokens)
+            return LayerStatistics(stats_q.hessian, None, None, stats_q.num_tokens)
+
+        if self.split_statistics:
+            if halves[1][0] is None:
+                raise QuantizationError("a held-out R_calib needs at least two calibration batches; "
+                                        "raise calibration.num_samples or lower calibration.batch_size")
+            from fade.diagnostics.reliability import SplitStatistics
+
+            return SplitStatistics(as_layer_statistics(halves[0]), as_layer_statistics(halves[1])).pooled()
+        return as_layer_statistics(halves[0])
 
     def _round_to_nearest_only(self) -> CalibrationResult:
         """RTN without compensation or FP tracking needs no calibration data at all."""

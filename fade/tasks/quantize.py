@@ -42,7 +42,17 @@ def alpha_policy(cfg: DictConfig):
         return None
     if name == "qep":
         return ConstantAlpha(float(cfg.compensation.alpha))
-    raise ConfigError(f"unknown compensation {name!r}; use none or qep")
+    if name == "fade":
+        from fade.diagnostics import FadePolicy
+
+        c = cfg.compensation
+        try:
+            return FadePolicy(c.v_int, c.r_calib, normalization=c.normalization, v_sign=c.v_sign, r_sign=c.r_sign,
+                              v_weight=c.v_weight, r_weight=c.r_weight, alpha_min=c.alpha_min, alpha_max=c.alpha_max,
+                              qep_damp=c.damp, warmup=c.warmup, robust=c.robust)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"compensation=fade: {exc}") from exc
+    raise ConfigError(f"unknown compensation {name!r}; use none, qep or fade")
 
 
 def quantizer_settings(cfg: DictConfig) -> QuantizerSettings:
@@ -119,7 +129,8 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
     summary = {
         "model": loaded.name, "model_revision": loaded.revision, "dataset": datamodule.name, "method": method,
         "quantizer": settings.method, "compensation": cfg.compensation.name,
-        "alpha": cfg.compensation.alpha if policy is not None else None,
+        "alpha": cfg.compensation.alpha if cfg.compensation.name == "qep" else None,
+        "alpha_mean": (sum(r["alpha"] for r in records) / len(records)) if policy is not None and records else None,
         "bits": settings.grid.bits, "group_size": settings.grid.group_size, "symmetric": settings.grid.symmetric,
         "calibration": cfg.calibration.name, "calibration_samples": len(calibration), "calibration_seed": cfg.calibration.seed,
         "seed": cfg.seed, "wer_fp": fp_metrics["wer"], "wer": q_metrics["wer"], "wer_delta": q_metrics["wer"] - fp_metrics["wer"],
