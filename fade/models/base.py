@@ -72,6 +72,20 @@ class CalibrationBatch:
     masks: dict[str, torch.Tensor | None]
 
 
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token sequences → ``[batch, longest]`` ids padded on the right, and the bool mask of real tokens.
+
+    Teacher-forced calibration pads on the right so every row's positions count from 0.
+    """
+    longest = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), longest), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = True
+    return ids, mask
+
+
 @dataclass
 class Transcripts:
     """Decoded hypotheses of one batch, and which of them hit their token cap."""

@@ -18,7 +18,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts
+from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts, right_pad
 from fade.models.generation import PerRowLengthCap
 from fade.models.random_tokenizer import byte_vocab
 
@@ -126,13 +126,7 @@ class MoonshineFamily(ModelFamily):
         tokenizer = loaded.processor.tokenizer
         start = loaded.model.config.decoder_start_token_id
         sequences = [[start] + tokenizer(text.strip(), add_special_tokens=False).input_ids for text in texts]
-        longest = max(len(seq) for seq in sequences)
-        pad = loaded.model.generation_config.pad_token_id or loaded.model.config.eos_token_id
-        ids = torch.full((len(sequences), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), longest), dtype=torch.bool)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = True
+        ids, mask = right_pad(sequences, loaded.model.generation_config.pad_token_id or loaded.model.config.eos_token_id)
         inputs = self.prepare_inputs(loaded, audios)
         audio_mask = inputs["attention_mask"]
         frames = int(loaded.model._get_feat_extract_output_lengths(audio_mask.shape[-1]))

@@ -45,7 +45,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from fade.models.generation import PerRowLengthCap
-from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts
+from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts, right_pad
 
 SAMPLING_RATE = 16_000
 
@@ -502,13 +502,7 @@ class Qwen3ASRFamily(ModelFamily):
         for ids, keep, text in zip(inputs["input_ids"], inputs["attention_mask"].bool(), texts):
             prompt = ids[keep].tolist()
             rows.append(prompt + tokenizer(text.strip(), add_special_tokens=False).input_ids)
-        longest = max(len(r) for r in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
-        for row, seq in enumerate(rows):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = True
+        input_ids, mask = right_pad(rows, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         inputs.update(input_ids=input_ids.to(loaded.device), attention_mask=mask.long().to(loaded.device))
         return CalibrationBatch(inputs, {"encoder": None, "decoder": mask.to(loaded.device)})
 

@@ -15,7 +15,7 @@ from transformers import (
     WhisperTokenizer,
 )
 
-from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts
+from fade.models.base import CalibrationBatch, LinearGroup, LoadedModel, ModelFamily, Stage, Transcripts, right_pad
 from fade.models.generation import PerRowLengthCap
 from fade.models.random_tokenizer import byte_vocab
 
@@ -135,13 +135,7 @@ class WhisperFamily(ModelFamily):
         tokenizer.set_prefix_tokens(language="en" if multilingual else None, task="transcribe" if multilingual else None,
                                     predict_timestamps=False)
         sequences = [tokenizer(" " + text.strip()).input_ids[:-1] for text in texts]
-        longest = max(len(ids) for ids in sequences)
-        pad = loaded.model.generation_config.pad_token_id
-        ids = torch.full((len(sequences), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), longest), dtype=torch.bool)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = True
+        ids, mask = right_pad(sequences, loaded.model.generation_config.pad_token_id)
         inputs = self.prepare_inputs(loaded, audios)
         inputs.update(decoder_input_ids=ids.to(loaded.device), decoder_attention_mask=mask.long().to(loaded.device))
         return CalibrationBatch(inputs, {"encoder": None, "decoder": mask.to(loaded.device)})
