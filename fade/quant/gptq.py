@@ -30,6 +30,8 @@ and optional act-order. Deliberate differences, all documented where they occur:
 
 from __future__ import annotations
 
+import weakref
+
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -77,6 +79,28 @@ class GPTQResult:
     loss: float
     static_groups: bool
     warnings: list[str] = field(default_factory=list)
+
+
+#: Linears that share an input share one Hessian (q/k/v; a weight quantized with and without
+#: QEP's correction): its damped inverse factor is computed once per Hessian tensor. Keyed weakly
+#: on the caller's tensor and its version counter, so an in-place change invalidates the entry.
+#: (Tensors compare element-wise, so the table is keyed by id and checked through a weak reference.)
+_FACTOR_CACHE: dict[int, tuple] = {}
+
+
+def _cached_inverse_factor(hessian: torch.Tensor, prepared: torch.Tensor, percdamp: float, act_order: bool,
+                           compute_dtype: torch.dtype, what: str) -> tuple[torch.Tensor, float, list[str]]:
+    key = (hessian._version, float(percdamp), bool(act_order), compute_dtype)
+    cached = _FACTOR_CACHE.get(id(hessian))
+    if cached is not None and cached[0]() is hessian and cached[1] == key:
+        factor, damp_used, warnings = cached[2]
+        return factor, damp_used, list(warnings)
+    factor, damp_used, warnings = damped_cholesky(prepared, percdamp, upper_inverse=True, tol_dtype=compute_dtype, what=what)
+    factor = factor.to(compute_dtype)
+    for stale in [k for k, v in _FACTOR_CACHE.items() if v[0]() is None]:
+        del _FACTOR_CACHE[stale]
+    _FACTOR_CACHE[id(hessian)] = (weakref.ref(hessian), key, (factor, damp_used, tuple(warnings)))
+    return factor, damp_used, list(warnings)
 
 
 def _block_ranges(columns: int, block_size: int, group_size: int | None) -> Iterator[tuple[int, int]]:
@@ -172,10 +196,7 @@ def gptq_quantize(
         W = W[:, perm]
         H = H[perm][:, perm]
 
-    Hinv, damp_used, warnings = damped_cholesky(
-        H, percdamp, upper_inverse=True, tol_dtype=compute_dtype, what=what
-    )
-    Hinv = Hinv.to(compute_dtype)
+    Hinv, damp_used, warnings = _cached_inverse_factor(hessian, H, percdamp, act_order, compute_dtype, what)
 
     # Group used by each column in sweep order.
     if group_size is None:

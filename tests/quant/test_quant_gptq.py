@@ -182,3 +182,24 @@ def test_bad_inputs_raise():
         gptq_quantize(W, H, GridSpec(bits=4), percdamp=-0.1)
     with pytest.raises(QuantizationError, match="block_size=0"):
         gptq_quantize(W, H, GridSpec(bits=4), block_size=0)
+
+
+def test_shared_hessian_factor_is_reused_but_invalidated_by_changes(monkeypatch):
+    import fade.quant.gptq as gptq_module
+
+    calls = []
+    real = gptq_module.damped_cholesky
+    monkeypatch.setattr(gptq_module, "damped_cholesky", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 16, generator=g, dtype=torch.float64)
+    hessian = x.T @ x
+    spec = GridSpec(bits=4)
+    w1, w2 = torch.randn(8, 16, generator=g), torch.randn(5, 16, generator=g)
+    first = gptq_quantize(w1, hessian, spec)
+    second = gptq_quantize(w2, hessian, spec)
+    assert len(calls) == 1
+    fresh = gptq_quantize(w2, hessian.clone(), spec)  # a different tensor: computed again, same result
+    assert len(calls) == 2 and torch.equal(fresh.weight_q, second.weight_q)
+    hessian.mul_(2.0)  # in place: the cached factor must not be reused
+    gptq_quantize(w1, hessian, spec)
+    assert len(calls) == 3 and first.weight_q.shape == w1.shape
