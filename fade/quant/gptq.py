@@ -88,9 +88,16 @@ class GPTQResult:
 _FACTOR_CACHE: dict[int, tuple] = {}
 
 
+def _fingerprint(tensor: torch.Tensor):
+    """The version counter, or for inference tensors (which have none) the storage and a checksum."""
+    if tensor.is_inference():
+        return ("inference", tensor.data_ptr(), float(tensor.sum()))
+    return ("version", tensor._version)
+
+
 def _cached_inverse_factor(hessian: torch.Tensor, prepared: torch.Tensor, percdamp: float, act_order: bool,
                            compute_dtype: torch.dtype, what: str) -> tuple[torch.Tensor, float, list[str]]:
-    key = (hessian._version, float(percdamp), bool(act_order), compute_dtype)
+    key = (_fingerprint(hessian), float(percdamp), bool(act_order), compute_dtype)
     cached = _FACTOR_CACHE.get(id(hessian))
     if cached is not None and cached[0]() is hessian and cached[1] == key:
         factor, damp_used, warnings = cached[2]

@@ -203,3 +203,11 @@ def test_shared_hessian_factor_is_reused_but_invalidated_by_changes(monkeypatch)
     hessian.mul_(2.0)  # in place: the cached factor must not be reused
     gptq_quantize(w1, hessian, spec)
     assert len(calls) == 3 and first.weight_q.shape == w1.shape
+    with torch.inference_mode():  # inference tensors have no version counter: a checksum stands in
+        frozen = x.T @ x
+        gptq_quantize(w1, frozen, spec)
+        gptq_quantize(w2, frozen, spec)
+        assert len(calls) == 4
+        frozen.mul_(3.0)
+        gptq_quantize(w1, frozen, spec)
+        assert len(calls) == 5
