@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -64,3 +65,27 @@ def test_bad_input_exits_with_one_clear_line(tmp_path):
     assert "manifest not found" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("model", ["moonshine_random", "qwen3_asr_random"])
+def test_quantize_task_end_to_end_in_process(model, tiny_manifest, tmp_path, monkeypatch):
+    """task=quantize on a random model: FP and quantized WER, a record for every block Linear."""
+    from fade.models import get_family, load_model
+    from fade.tasks import run_task
+
+    monkeypatch.chdir(tmp_path)  # outside a Hydra app the run folder is the current folder
+    cfg = _compose([f"model={model}", "dataset=manifest", f"dataset.source.manifest={tiny_manifest}",
+                    "calibration=kathleen_calib", f"calibration.source.manifest={tiny_manifest}",
+                    "calibration.num_samples=4", "calibration.batch_size=2", "bits=w4", "runner.progress_bar=false"])
+    summary = run_task(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["wer"] == summary["wer"] and saved["utterances"] == 4 and saved["method"] == "gptq+qep"
+    records = [json.loads(line) for line in (tmp_path / "layers.jsonl").read_text().splitlines()]
+    loaded = load_model(cfg.model.family, "random")
+    expected = 0
+    for stage in get_family(cfg.model.family).stages(loaded):
+        module = loaded.model.get_submodule(stage.path)
+        blocks = [module] if stage.single else list(module)
+        expected += sum(isinstance(m, torch.nn.Linear) for b in blocks for m in b.modules())
+    assert len(records) == saved["quantized_linears"] == expected
+    assert (tmp_path / "fp" / "hypotheses.jsonl").is_file() and (tmp_path / "quantized" / "metrics.json").is_file()
