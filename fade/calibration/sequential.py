@@ -266,7 +266,8 @@ class SequentialCalibrator:
             for stage in self.family.stages(self.loaded):
                 fp_blocks, q_blocks = _resolve_blocks(fp_model, stage), _resolve_blocks(q_model, stage)
                 q_inputs = self._catch_stage_inputs(q_model, stage, batches)
-                fp_inputs = self._catch_stage_inputs(fp_model, stage, batches) if self.track_fp and q_model is not fp_model else q_inputs
+                # With track_fp the quantized model is a copy; without it both names are one model.
+                fp_inputs = self._catch_stage_inputs(fp_model, stage, batches) if self.track_fp else q_inputs
                 shared_stats: dict[tuple[str, ...], LayerStatistics] = {}
                 for index, (fp_block, q_block) in enumerate(zip(fp_blocks, q_blocks)):
                     prefix = stage.path if stage.single else f"{stage.path}.{index}"
@@ -300,7 +301,7 @@ class SequentialCalibrator:
                     # Both streams move on to the next block's inputs.
                     start = time.perf_counter()
                     q_inputs = [x.advance(_output(q_block(*x.args, **x.kwargs))) for x in q_inputs]
-                    if fp_inputs is not q_inputs and self.track_fp and q_model is not fp_model:
+                    if self.track_fp:
                         fp_inputs = [x.advance(_output(fp_block(*x.args, **x.kwargs))) for x in fp_inputs]
                     else:
                         fp_inputs = q_inputs
