@@ -64,6 +64,9 @@ class CalibrationConfig:
     #: Precision of each batch's X̂ᵀX̂ product: float32 (2-4x faster, ~1e-5 relative error per
     #: batch, see fade/quant/hessian.py) or float64 (exact).
     stats_product_dtype: str = "float32"
+    #: Held-out dev utterances drawn from the calibration pool (prompts disjoint from the calibration
+    #: draw) and scored for both models: the split a global α is chosen on. 0 = none.
+    dev_samples: int = 0
 
 
 @dataclass
@@ -158,6 +161,9 @@ class FadeConfig:
     #: task=quantize: also write the calibrated model as a compressed-tensors pack-quantized checkpoint
     #: (transformers loads it; vLLM too for 4/8-bit) into <run dir>/packed/ (see fade/export/).
     export: bool = False
+    #: Skip the run when its folder already holds a complete metrics.json for the same config
+    #: (a re-run sweep picks up where it stopped; see fade/tasks/resume.py).
+    resume: bool = True
     #: Free text stored with the results (e.g. which experiment recipe composed this run).
     tags: list[str] = field(default_factory=list)
 

@@ -46,6 +46,25 @@ def draw_calibration(utterances: Sequence[Utterance], num_samples: int, seed: in
     return random.Random(seed).sample(ordered, num_samples)
 
 
+def draw_dev(pool: Sequence[Utterance], calibration: Sequence[Utterance], num_samples: int, seed: int) -> list[Utterance]:
+    """A held-out dev split from the calibration pool, for choosing hyper-parameters (e.g. a global α).
+
+    Excludes every utterance whose normalised text appears in the calibration draw (pools like
+    kathleen's hold several takes of one prompt), so no dev prompt was seen in calibration.
+    Seeded like the calibration draw, so the same calibration seed always gets the same dev set.
+    """
+    from fade.eval.wer import normalize
+
+    seen = {normalize(u.text) for u in calibration}
+    candidates = sorted((u for u in pool if normalize(u.text) not in seen), key=lambda u: u.id)
+    if len(candidates) < num_samples:
+        raise DataError(
+            f"the calibration pool has {len(candidates)} utterances whose prompts are not in the calibration draw, "
+            f"but calibration.dev_samples={num_samples}; lower it or use a larger pool."
+        )
+    return random.Random(10_007 + seed).sample(candidates, num_samples)
+
+
 class UtteranceDataset(torch.utils.data.Dataset):
     def __init__(self, utterances: Sequence[Utterance]):
         self.utterances = list(utterances)

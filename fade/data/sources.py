@@ -29,6 +29,17 @@ class ManifestSource:
         return read_manifest(self.manifest)
 
 
+class ListSource:
+    """Utterances already in memory (a dev split drawn from another source)."""
+
+    def __init__(self, utterances: list[Utterance], name: str):
+        self._utterances = list(utterances)
+        self.name = name
+
+    def utterances(self) -> list[Utterance]:
+        return list(self._utterances)
+
+
 class SyntheticSource:
     """English speech rendered offline by piper from fade's own sentence list (cached).
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from omegaconf import DictConfig
 
 from fade.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _tasks() -> dict[str, Callable[[DictConfig], dict[str, Any]]]:
@@ -20,4 +23,13 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     tasks = _tasks()
     if cfg.task not in tasks:
         raise ConfigError(f"unknown task {cfg.task!r}; use one of {', '.join(tasks)}")
-    return tasks[cfg.task](cfg)
+    from fade.tasks.common import run_dir
+    from fade.tasks.resume import completed_metrics, config_fingerprint
+
+    fingerprint = config_fingerprint(cfg)
+    if cfg.get("resume", True):
+        done = completed_metrics(run_dir(), fingerprint)
+        if done is not None:
+            log.info("%s is complete for this config: skipped (resume=false re-runs it)", run_dir() / "metrics.json")
+            return done
+    return tasks[cfg.task](cfg, fingerprint=fingerprint)

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from fade.cache import atomic_write_json, atomic_write_text
 from fade.calibration.layer import ConstantAlpha, QuantizerSettings
 from fade.calibration.sequential import SequentialCalibrator
-from fade.data.datamodule import draw_calibration
+from fade.data.datamodule import SpeechDataModule, draw_calibration, draw_dev
+from fade.data.sources import ListSource
 from fade.errors import ConfigError
 from fade.eval.fp_cache import cached_fp_evaluation
 from fade.eval.runner import evaluate, format_table
@@ -72,7 +73,7 @@ def _csv(records: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def quantize_task(cfg: DictConfig) -> dict[str, Any]:
+def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, Any]:
     out = run_dir()
     device = setup_torch(cfg)
     settings = quantizer_settings(cfg)
@@ -84,7 +85,14 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.setup()
     calib_source = instantiate_source(cfg.calibration.source, "calibration.source")
-    calibration = draw_calibration(calib_source.utterances(), cfg.calibration.num_samples, cfg.calibration.seed)
+    calib_pool = calib_source.utterances()
+    calibration = draw_calibration(calib_pool, cfg.calibration.num_samples, cfg.calibration.seed)
+    dev = None
+    if cfg.calibration.dev_samples:
+        dev_utterances = draw_dev(calib_pool, calibration, cfg.calibration.dev_samples, cfg.calibration.seed)
+        dev = SpeechDataModule(ListSource(dev_utterances, f"{cfg.calibration.name}-dev"), batch_size=cfg.runner.batch_size,
+                               num_workers=cfg.runner.num_workers)
+        dev.setup()
     loaded = build_model(cfg, device)
     family = family_of(cfg)
     r = cfg.runner
@@ -107,6 +115,10 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
               "device": device.type}
     fp_metrics = cached_fp_evaluation(fp_key, out / "fp", lambda folder: evaluate(family, loaded, datamodule, folder, **eval_kwargs,
                                                                                 extra={"precision": "fp"}))
+    if dev is not None:  # the dev split's ids are in the key: each calibration seed has its own
+        dev_key = {**fp_key, "dataset": {"dev_of": cfg.calibration.name, "ids": [u.id for u in dev.utterances]}}
+        fp_dev_metrics = cached_fp_evaluation(dev_key, out / "dev" / "fp", lambda folder: evaluate(
+            family, loaded, dev, folder, **eval_kwargs, extra={"precision": "fp"}))
 
     start = time.perf_counter()
     result = calibrator.run(calibration)
@@ -126,6 +138,11 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
     method = settings.method + ("" if policy is None else f"+{cfg.compensation.name}")
     q_metrics = evaluate(family, quantized, datamodule, out / "quantized", **eval_kwargs,
                          extra={"precision": f"w{settings.grid.bits}" + (f"g{settings.grid.group_size}" if settings.grid.group_size else "")})
+    dev_summary = {}
+    if dev is not None:
+        q_dev_metrics = evaluate(family, quantized, dev, out / "dev" / "quantized", **eval_kwargs)
+        dev_summary = {"wer_dev": q_dev_metrics["wer"], "wer_dev_fp": fp_dev_metrics["wer"],
+                       "dev_utterances": q_dev_metrics["utterances"], "dev_words": q_dev_metrics["words"]}
     summary = {
         "model": loaded.name, "model_revision": loaded.revision, "dataset": datamodule.name, "method": method,
         "quantizer": settings.method, "compensation": cfg.compensation.name,
@@ -140,7 +157,7 @@ def quantize_task(cfg: DictConfig) -> dict[str, Any]:
         "kept_in_full_precision": "embeddings, convolutional stem, output projection and any quantizer.exclude match",
         "calibration_seconds": round(calibration_seconds, 2), "calibration_breakdown_seconds": result.seconds,
         "eval_seconds": q_metrics["seconds"], "eval_seconds_fp": fp_metrics["seconds"], "device": str(device),
-        "tags": list(cfg.tags),
+        **dev_summary, "tags": list(cfg.tags), "config_fingerprint": fingerprint,
     }
     if logger is not None:
         logger.log_layers(records)
