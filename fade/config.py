@@ -9,6 +9,7 @@ their keys are checked against the target's signature when the run starts.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -173,8 +174,22 @@ def repo_root() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
+def safe_dirname(override_dirname: str) -> str:
+    """A sweep job's folder name from its overrides: one path component, at most 160 characters.
+
+    Paths in overrides would nest folders ("/" → "_"); a long name keeps its start and ends in a
+    hash of the whole, so distinct jobs never share a folder and the name stays readable.
+    """
+    name = override_dirname.replace("/", "_").strip("._") or "run"
+    if len(name) > 160:
+        name = f"{name[:140]}-{hashlib.sha1(override_dirname.encode()).hexdigest()[:12]}"
+    return name
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("fade_repo"):
         OmegaConf.register_new_resolver("fade_repo", repo_root)
+    if not OmegaConf.has_resolver("fade_dirname"):
+        OmegaConf.register_new_resolver("fade_dirname", safe_dirname)
     store = ConfigStore.instance()
     store.store(name="fade_schema", node=FadeConfig)

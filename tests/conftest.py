@@ -41,3 +41,44 @@ def tiny_manifest(tmp_path) -> Path:
     path = tmp_path / "manifest.tsv"
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+def write_tone_manifest(folder: Path, count: int) -> Path:
+    """``count`` short tone clips and a TSV manifest listing them (texts differ per clip)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["id\tpath\tduration_s\ttext"]
+    for index in range(count):
+        seconds = 0.5 + 0.25 * (index % 4)
+        soundfile.write(folder / f"clip{index}.wav", tone(seconds, freq=250 + 60 * index, seed=index), 16_000)
+        rows.append(f"utt{index}\tclip{index}.wav\t{seconds}\thello number {index} of {count}")
+    path = folder / "manifest.tsv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+#: The sweep of ``random_sweep``: 2 models × 2 methods × 2 calibration seeds on random-init configs.
+RANDOM_SWEEP = ["model=whisper_random,moonshine_random", "method=gptq,fade", "calibration.seed=0,1"]
+
+
+@pytest.fixture(scope="session")
+def random_sweep(tmp_path_factory) -> Path:
+    """One Hydra multirun through the real CLI, shared by the aggregation and dashboard tests."""
+    import os
+    import subprocess
+    import sys
+
+    base = tmp_path_factory.mktemp("random_sweep")
+    manifest = write_tone_manifest(base / "audio", 6)
+    sweep = base / "multirun"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FADE_CACHE": str(tmp_path_factory.getbasetemp() / "fade-cache")}
+    args = ["-m", *RANDOM_SWEEP, "dataset=manifest", f"dataset.source.manifest={manifest}", "dataset.name=tones",
+            "calibration=kathleen_calib", f"calibration.source.manifest={manifest}", "calibration.name=tones",
+            "calibration.num_samples=3", "calibration.batch_size=3", "bits=w4", "runner.progress_bar=false",
+            "runner.threads=1", f"hydra.sweep.dir={sweep}",
+            # folder names from the swept keys only (the fixed ones above would make them long)
+            "hydra.job.config.override_dirname.exclude_keys=[dataset.source.manifest,dataset.name,calibration,"
+            "calibration.source.manifest,calibration.name,calibration.num_samples,calibration.batch_size,bits,"
+            "runner.progress_bar,runner.threads]"]
+    result = subprocess.run([sys.executable, "-m", "fade", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return sweep

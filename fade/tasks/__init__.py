@@ -24,11 +24,11 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task not in tasks:
         raise ConfigError(f"unknown task {cfg.task!r}; use one of {', '.join(tasks)}")
     from fade.tasks.common import run_dir
-    from fade.tasks.resume import completed_metrics, config_fingerprint
+    from fade.tasks.resume import completed_metrics, config_fingerprint, result_config
 
     fingerprint = config_fingerprint(cfg)
     if cfg.get("resume", True):
-        done = completed_metrics(run_dir(), fingerprint)
+        done = completed_metrics(run_dir(), fingerprint, result_config(cfg))
         if done is not None:
             log.info("%s is complete for this config: skipped (resume=false re-runs it)", run_dir() / "metrics.json")
             return done

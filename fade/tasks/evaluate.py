@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fade.eval.runner import evaluate, format_table
+from fade.tasks.resume import result_config
 from fade.tasks.common import build_datamodule, build_model, family_of, run_dir, setup_torch
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ def evaluate_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, 
     metrics = evaluate(
         family_of(cfg), loaded, datamodule, run_dir(), device=device, devices=r.devices, num_beams=r.num_beams,
         max_new_tokens_per_second=r.max_new_tokens_per_second, max_new_tokens_floor=r.max_new_tokens_floor,
-        progress_bar=r.progress_bar, extra={"precision": "fp", "model_dtype": cfg.model.dtype, "config_fingerprint": fingerprint},
+        progress_bar=r.progress_bar, extra={"precision": "fp", "model_dtype": cfg.model.dtype, "config_fingerprint": fingerprint,
+               "config": result_config(cfg)},
     )
     print("\n" + format_table([metrics]))
     print(f"results: {run_dir()}")

@@ -29,6 +29,7 @@ from fade.eval.fp_cache import cached_fp_evaluation
 from fade.eval.runner import evaluate, format_table
 from fade.models.base import LoadedModel
 from fade.quant import GridSpec
+from fade.tasks.resume import result_config
 from fade.tasks.common import build_datamodule, build_model, family_of, instantiate_source, run_dir, setup_torch
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, 
         "calibration_seconds": round(calibration_seconds, 2), "calibration_breakdown_seconds": result.seconds,
         "eval_seconds": q_metrics["seconds"], "eval_seconds_fp": fp_metrics["seconds"], "device": str(device),
         **dev_summary, "tags": list(cfg.tags), "config_fingerprint": fingerprint,
+        "config": result_config(cfg),
     }
     if logger is not None:
         logger.log_layers(records)

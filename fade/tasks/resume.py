@@ -23,17 +23,56 @@ _IGNORED = {"paths", "logger", "tags", "resume"}
 _IGNORED_RUNNER = {"progress_bar", "threads", "num_workers"}
 
 
-def config_fingerprint(cfg: DictConfig) -> str:
-    """A short hash of everything in the resolved config that can change a run's numbers."""
+def result_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the keys that cannot change a run's numbers (stored in metrics.json)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {key: value for key, value in data.items() if key not in _IGNORED}
     if isinstance(data.get("runner"), dict):
         data["runner"] = {key: value for key, value in data["runner"].items() if key not in _IGNORED_RUNNER}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return data
 
 
-def completed_metrics(run_folder: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The metrics of a finished run with this fingerprint in ``run_folder``, else None."""
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A short hash of everything in the resolved config that can change a run's numbers."""
+    return hashlib.sha256(json.dumps(result_config(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def _schema_default(key: str) -> Any:
+    from fade.config import FadeConfig
+
+    try:
+        return OmegaConf.select(OmegaConf.structured(FadeConfig), key, throw_on_missing=False)
+    except Exception:  # a key under an untyped node (logger, sources)
+        return None
+
+
+def same_result_config(stored: dict[str, Any], current: dict[str, Any]) -> bool:
+    """True when a stored run answers the current config.
+
+    Options added to fade after the run was made are ignored when the current config leaves them at
+    their schema default (the run behaved that way). Every other difference means re-running.
+    """
+    old, new = _flatten(stored), _flatten(current)
+    for key, value in new.items():
+        if key in old:
+            if old[key] != value:
+                return False
+        elif value != _schema_default(key):
+            return False
+    return all(key in new for key in old)
+
+
+def completed_metrics(run_folder: Path, fingerprint: str, current: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The metrics of a finished run of this config in ``run_folder``, else None."""
     path = run_folder / "metrics.json"
     if not path.is_file():
         return None
@@ -42,8 +81,10 @@ def completed_metrics(run_folder: Path, fingerprint: str) -> dict[str, Any] | No
     except (OSError, json.JSONDecodeError):
         log.warning("%s is unreadable; re-running", path)
         return None
-    if metrics.get("config_fingerprint") != fingerprint:
-        log.warning("%s was written by a different config (fingerprint %s, now %s); re-running",
-                    path, metrics.get("config_fingerprint"), fingerprint)
-        return None
-    return metrics
+    if metrics.get("config_fingerprint") == fingerprint:
+        return metrics
+    if current is not None and isinstance(metrics.get("config"), dict) and same_result_config(metrics["config"], current):
+        return metrics
+    log.warning("%s was written by a different config (fingerprint %s, now %s); re-running",
+                path, metrics.get("config_fingerprint"), fingerprint)
+    return None
