@@ -17,8 +17,25 @@ from typing import Any, Callable
 from fade.cache import atomic_directory, cache_root
 
 
+def _portable(value: Any) -> Any:
+    """Replace paths of existing files (manifests) by a hash of their content.
+
+    The same manifest reached through another checkout (``/a/../shared/x.tsv`` vs
+    ``/b/../shared/x.tsv``) then hits the same entry, and an edited manifest misses it.
+    """
+    if isinstance(value, dict):
+        return {key: _portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_portable(item) for item in value]
+    if isinstance(value, str) and ("/" in value or value.endswith((".tsv", ".jsonl", ".csv"))):
+        path = Path(value).expanduser()
+        if path.is_file():
+            return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return value
+
+
 def fp_cache_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_portable(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached_fp_evaluation(parts: dict[str, Any], output_dir: Path, compute: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
