@@ -60,25 +60,34 @@ def write_tone_manifest(folder: Path, count: int) -> Path:
 RANDOM_SWEEP = ["model=whisper_random,moonshine_random", "method=gptq,fade", "calibration.seed=0,1"]
 
 
-@pytest.fixture(scope="session")
-def random_sweep(tmp_path_factory) -> Path:
-    """One Hydra multirun through the real CLI, shared by the aggregation and dashboard tests."""
-    import os
-    import subprocess
+def random_sweep_command(manifest: Path, sweep: Path) -> list[str]:
+    """``python -m fade -m ...`` for the 8-run sweep of RANDOM_SWEEP on a tone manifest."""
     import sys
 
-    base = tmp_path_factory.mktemp("random_sweep")
-    manifest = write_tone_manifest(base / "audio", 6)
-    sweep = base / "multirun"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FADE_CACHE": str(tmp_path_factory.getbasetemp() / "fade-cache")}
-    args = ["-m", *RANDOM_SWEEP, "dataset=manifest", f"dataset.source.manifest={manifest}", "dataset.name=tones",
-            "calibration=kathleen_calib", f"calibration.source.manifest={manifest}", "calibration.name=tones",
-            "calibration.num_samples=3", "calibration.batch_size=3", "bits=w4", "runner.progress_bar=false",
-            "runner.threads=1", f"hydra.sweep.dir={sweep}",
+    return [sys.executable, "-m", "fade", "-m", *RANDOM_SWEEP, "dataset=manifest", f"dataset.source.manifest={manifest}",
+            "dataset.name=tones", "calibration=kathleen_calib", f"calibration.source.manifest={manifest}",
+            "calibration.name=tones", "calibration.num_samples=3", "calibration.batch_size=3", "bits=w4",
+            "runner.progress_bar=false", "runner.threads=1", f"hydra.sweep.dir={sweep}",
             # folder names from the swept keys only (the fixed ones above would make them long)
             "hydra.job.config.override_dirname.exclude_keys=[dataset.source.manifest,dataset.name,calibration,"
             "calibration.source.manifest,calibration.name,calibration.num_samples,calibration.batch_size,bits,"
             "runner.progress_bar,runner.threads]"]
-    result = subprocess.run([sys.executable, "-m", "fade", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def run_command(command: list[str], tmp_root: Path, timeout: int = 900):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FADE_CACHE": str(tmp_root / "fade-cache")}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def random_sweep(tmp_path_factory) -> Path:
+    """One Hydra multirun through the real CLI, shared by the aggregation and dashboard tests."""
+    base = tmp_path_factory.mktemp("random_sweep")
+    manifest = write_tone_manifest(base / "audio", 6)
+    sweep = base / "multirun"
+    result = run_command(random_sweep_command(manifest, sweep), tmp_path_factory.getbasetemp())
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return sweep

@@ -1,0 +1,294 @@
+"""``fade-aggregate <sweep folder>...``: every finished run of a sweep, collected into tables.
+
+Writes, under ``<first folder>/aggregate/`` (or ``--out``):
+- ``summary.{md,csv,tex}``: per model, dataset, precision and method: the calibration seeds, WER mean ± std
+  (sample std over seeds), min and max, the difference to full precision, and the dev WER where runs
+  scored a dev split. For QEP with several global α values two extra rows name the α chosen by the
+  lowest mean dev WER (a fair baseline) and by the lowest mean test WER (an oracle: it looks at the
+  test set);
+- ``comparisons.{md,csv,tex}``: paired comparisons on the seeds two methods share (paired t-test and
+  Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
+  with its 95 % interval (fade/analysis/stats.py).
+
+RTN uses no calibration data, so its one run stands for every seed (its spread is zero by construction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from fade.analysis.runs import Run, find_runs
+from fade.analysis.stats import paired_bootstrap, paired_seed_test
+from fade.cache import atomic_write_text
+from fade.errors import DataError
+
+#: The method FADE's claims are tested against, and the baselines it is compared with.
+FADE_METHOD = "gptq+fade"
+
+
+@dataclass
+class MethodRuns:
+    """The runs of one method on one model, dataset and precision: one per calibration seed."""
+
+    model: str
+    dataset: str
+    precision: str
+    method: str
+    runs: dict[int, Run] = field(default_factory=dict)  # by calibration seed
+    seed_free: bool = False  # RTN: the same result for every seed
+    label: str | None = None  # a derived row (α chosen on dev / on test) shows its own name
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.model, self.dataset, self.precision
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+    def wers(self) -> np.ndarray:
+        return np.array([run.metrics["wer"] for _, run in sorted(self.runs.items())])
+
+    def dev_wers(self) -> np.ndarray | None:
+        values = [run.metrics.get("wer_dev") for _, run in sorted(self.runs.items())]
+        return None if any(v is None for v in values) else np.array(values, dtype=float)
+
+    def at_seed(self, seed: int) -> Run | None:
+        if self.seed_free:
+            return next(iter(self.runs.values()))
+        return self.runs.get(seed)
+
+    @property
+    def alpha(self) -> float | None:
+        run = next(iter(self.runs.values()))
+        return run.metrics.get("alpha") if run.metrics.get("compensation") == "qep" else None
+
+
+def group_runs(runs: Iterable[Run]) -> list[MethodRuns]:
+    groups: dict[tuple, MethodRuns] = {}
+    for run in runs:
+        if "method" not in run.metrics:
+            continue  # an evaluate run: its WER is the FP reference of the quantize runs
+        m = run.metrics
+        key = (run.model, str(m.get("dataset")), run.precision, run.method)
+        group = groups.setdefault(key, MethodRuns(*key, seed_free=m.get("quantizer") == "rtn"))
+        seed = int(run.seed or 0)
+        if seed in group.runs:
+            raise DataError(f"two runs of {key} with calibration seed {seed}: {group.runs[seed].path} and {run.path}; "
+                            f"aggregate one sweep at a time or move one away")
+        group.runs[seed] = run
+    return sorted(groups.values(), key=lambda g: (g.key, _method_order(g.method)))
+
+
+def _method_order(method: str) -> tuple:
+    order = ["rtn", "gptq", "gptq+qep", "gptq+fade"]
+    base = method.split("(")[0]
+    return (order.index(base) if base in order else len(order), method)
+
+
+def chosen_alpha_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
+    """For each model/dataset/precision with several QEP α: the α picked on dev and the one picked on test."""
+    rows = []
+    by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
+    for group in groups:
+        if group.alpha is not None:
+            by_key[group.key].append(group)
+    for key, candidates in by_key.items():
+        if len(candidates) < 2:
+            continue
+        oracle = min(candidates, key=lambda g: g.wers().mean())
+        with_dev = [g for g in candidates if g.dev_wers() is not None]
+        if len(with_dev) >= 2:
+            dev = min(with_dev, key=lambda g: g.dev_wers().mean())
+            rows.append(MethodRuns(*key, dev.method, dev.runs, label=f"gptq+qep(α={dev.alpha:g}, chosen on dev)"))
+        rows.append(MethodRuns(*key, oracle.method, oracle.runs, label=f"gptq+qep(α={oracle.alpha:g}, oracle: chosen on test)"))
+    return rows
+
+
+def fp_wer(group: MethodRuns) -> float:
+    values = {round(run.metrics["wer_fp"], 12) for run in group.runs.values()}
+    if len(values) != 1:
+        raise DataError(f"the runs of {group.key} disagree on the full-precision WER ({sorted(values)}): "
+                        f"they were not evaluated on the same data or settings")
+    return values.pop()
+
+
+def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
+    rows = []
+    seen_fp = set()
+    for group in groups:
+        if group.key not in seen_fp:
+            seen_fp.add(group.key)
+            rows.append({"model": group.model, "dataset": group.dataset, "precision": "fp", "method": "full precision",
+                         "seeds": "", "n": 1, "wer_mean": fp_wer(group), "wer_std": None, "wer_min": fp_wer(group),
+                         "wer_max": fp_wer(group), "delta_fp": 0.0, "wer_dev_mean": None})
+        wers = group.wers()
+        dev = group.dev_wers()
+        rows.append({
+            "model": group.model, "dataset": group.dataset, "precision": group.precision, "method": group.name,
+            "seeds": "any" if group.seed_free else " ".join(str(s) for s in sorted(group.runs)), "n": len(wers),
+            "wer_mean": float(wers.mean()), "wer_std": float(wers.std(ddof=1)) if len(wers) > 1 else None,
+            "wer_min": float(wers.min()), "wer_max": float(wers.max()),
+            "delta_fp": float(wers.mean() - fp_wer(group)),
+            "wer_dev_mean": float(dev.mean()) if dev is not None else None,
+        })
+    return rows
+
+
+def _errors_matrix(group: MethodRuns, seeds: Sequence[int], ids: Sequence[str]) -> np.ndarray:
+    matrix = np.empty((len(seeds), len(ids)))
+    for row, seed in enumerate(seeds):
+        utterances = group.at_seed(seed).utterances("quantized")
+        missing = [i for i in ids if i not in utterances]
+        if missing:
+            raise DataError(f"{group.at_seed(seed).path} lacks utterances {missing[:3]}...: runs were scored on different sets")
+        matrix[row] = [utterances[i]["substitutions"] + utterances[i]["deletions"] + utterances[i]["insertions"] for i in ids]
+    return matrix
+
+
+def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[str, Any] | None:
+    """Paired comparison of ``a`` against ``b`` (differences are a − b, in WER)."""
+    seeds_a = set(a.runs) if not a.seed_free else None
+    seeds_b = set(b.runs) if not b.seed_free else None
+    if seeds_a is None and seeds_b is None:
+        seeds = [0]
+    else:
+        seeds = sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
+    if not seeds:
+        return None
+    wer_a = np.array([a.at_seed(s).metrics["wer"] for s in seeds])
+    wer_b = np.array([b.at_seed(s).metrics["wer"] for s in seeds])
+    seed_test = paired_seed_test(wer_a, wer_b)
+    reference = b.at_seed(seeds[0]).utterances("quantized")
+    ids = sorted(reference)
+    words = np.array([reference[i]["words"] for i in ids])
+    interval = paired_bootstrap(_errors_matrix(a, seeds, ids), _errors_matrix(b, seeds, ids), words, resamples=resamples)
+    std_a = None if len(seeds) < 2 else 0.0 if a.seed_free else float(wer_a.std(ddof=1))
+    std_b = None if len(seeds) < 2 else 0.0 if b.seed_free else float(wer_b.std(ddof=1))
+    return {
+        "model": a.model, "dataset": a.dataset, "precision": a.precision, "a": a.name, "b": b.name,
+        "seeds": " ".join(map(str, seeds)), "n": len(seeds), "mean_difference": seed_test.mean_difference,
+        "a_better_on": int((wer_a < wer_b).sum()), "t_pvalue": seed_test.t_pvalue, "wilcoxon_pvalue": seed_test.wilcoxon_pvalue,
+        "std_a": std_a, "std_b": std_b,
+        "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high,
+    }
+
+
+def default_pairs(groups: Sequence[MethodRuns]) -> list[tuple[MethodRuns, MethodRuns]]:
+    """FADE against every other method; plus QEP(α=0.5) against GPTQ and GPTQ against RTN."""
+    pairs = []
+    by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
+    for group in groups:
+        by_key[group.key].append(group)
+    for members in by_key.values():
+        named = {g.name: g for g in members}
+        fades = [g for g in members if g.method.startswith(FADE_METHOD)]
+        for fade in fades:
+            pairs += [(fade, other) for other in members if other is not fade]
+        for a, b in (("gptq+qep(α=0.5)", "gptq"), ("gptq", "rtn")):
+            if a in named and b in named:
+                pairs.append((named[a], named[b]))
+        if not fades and len(members) == 2:
+            pairs.append((members[1], members[0]))
+    return pairs
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("precision", "bits"), ("method", "method"),
+                   ("seeds", "seeds"), ("wer_mean", "WER % mean"), ("wer_std", "± std"), ("wer_min", "min"),
+                   ("wer_max", "max"), ("delta_fp", "Δ FP"), ("wer_dev_mean", "dev WER %")]
+COMPARISON_COLUMNS = [("model", "model"), ("precision", "bits"), ("a", "a"), ("b", "b"), ("n", "seeds"),
+                      ("mean_difference", "Δ WER % (a − b)"), ("a_better_on", "a better on"), ("t_pvalue", "paired t p"),
+                      ("wilcoxon_pvalue", "Wilcoxon p"), ("std_a", "std a"), ("std_b", "std b"),
+                      ("ci_low", "bootstrap 95 % low"), ("ci_high", "high")]
+_PERCENT = {"wer_mean", "wer_std", "wer_min", "wer_max", "delta_fp", "wer_dev_mean", "mean_difference", "std_a", "std_b",
+            "ci_low", "ci_high", "bootstrap_difference"}
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if key in _PERCENT:
+        return f"{100 * value:+.2f}" if key in ("delta_fp", "mean_difference", "ci_low", "ci_high") else f"{100 * value:.2f}"
+    if key.endswith("pvalue"):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], columns) -> str:
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(key, row.get(key)) for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                          ("α", r"$\alpha$"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("−", "--")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def to_latex(rows: Sequence[dict[str, Any]], columns) -> str:
+    header = " & ".join(_latex_escape(title) for _, title in columns) + r" \\"
+    body = [" & ".join(_latex_escape(_cell(key, row.get(key))) for key, _ in columns) + r" \\" for row in rows]
+    return "\n".join([r"\begin{tabular}{" + "l" * 4 + "r" * (len(columns) - 4) + "}", r"\toprule", header, r"\midrule",
+                      *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, resamples: int = 10_000) -> dict[str, Any]:
+    runs = [run for folder in folders for run in find_runs(folder)]
+    groups = group_runs(runs)
+    if not groups:
+        raise DataError(f"no quantize runs under {', '.join(map(str, folders))}: nothing to aggregate")
+    chosen = chosen_alpha_rows(groups)
+    summary = summary_rows(sorted([*groups, *chosen], key=lambda g: (g.key, _method_order(g.method), g.label or "")))
+    pairs = default_pairs(groups) + [(fade, row) for row in chosen for fade in groups
+                                      if fade.key == row.key and fade.method.startswith(FADE_METHOD)]
+    comparisons = [c for a, b in pairs if (c := compare(a, b, resamples=resamples)) is not None]
+    out_dir = Path(out) if out else Path(folders[0]) / "aggregate"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stem, rows, columns in (("summary", summary, SUMMARY_COLUMNS), ("comparisons", comparisons, COMPARISON_COLUMNS)):
+        atomic_write_text(out_dir / f"{stem}.md", to_markdown(rows, columns))
+        atomic_write_text(out_dir / f"{stem}.csv", to_csv(rows))
+        atomic_write_text(out_dir / f"{stem}.tex", to_latex(rows, columns))
+    return {"summary": summary, "comparisons": comparisons, "out": out_dir, "runs": len(runs)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fade-aggregate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="sweep folders (outputs/multirun/...) or run folders")
+    parser.add_argument("--out", help="where the tables go (default: <first folder>/aggregate)")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    args = parser.parse_args(argv)
+    try:
+        result = aggregate(args.folders, args.out, resamples=args.resamples)
+    except DataError as exc:
+        print(f"fade-aggregate: {exc}", file=sys.stderr)
+        return 2
+    print(to_markdown(result["summary"], SUMMARY_COLUMNS))
+    print(to_markdown(result["comparisons"], COMPARISON_COLUMNS))
+    print(f"{result['runs']} runs → {result['out']}/summary.{{md,csv,tex}}, comparisons.{{md,csv,tex}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""fade-aggregate: sweep tables whose numbers match the run files, and the statistics behind them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fade.analysis.aggregate import aggregate, main
+from fade.analysis.stats import paired_bootstrap, paired_seed_test
+from fade.errors import DataError
+
+# --- statistics against direct references -------------------------------------------------------
+
+
+def test_paired_seed_test_matches_the_t_formula():
+    a = np.array([0.10, 0.12, 0.11, 0.15, 0.09])
+    b = np.array([0.12, 0.13, 0.14, 0.15, 0.12])
+    result = paired_seed_test(a, b)
+    d = a - b
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    assert result.mean_difference == pytest.approx(d.mean())
+    assert result.t_pvalue == pytest.approx(2 * stats.t.sf(abs(t), len(d) - 1))
+    # Wilcoxon, exact: 4 negative differences out of 4 non-zero → p = 2 · (1/2)^4
+    assert result.wilcoxon_pvalue == pytest.approx(2 * 0.5 ** 4)
+
+
+def test_paired_seed_test_is_undefined_without_variation():
+    result = paired_seed_test(np.array([0.1, 0.2]), np.array([0.1, 0.2]))
+    assert result.mean_difference == 0 and result.t_pvalue is None and result.wilcoxon_pvalue is None
+
+
+def test_bootstrap_point_estimate_and_interval():
+    rng = np.random.default_rng(0)
+    words = rng.integers(5, 15, size=200)
+    errors_b = rng.integers(0, 3, size=(3, 200))
+    errors_a = errors_b + (rng.random((3, 200)) < 0.3)  # a makes more errors
+    interval = paired_bootstrap(errors_a, errors_b, words, resamples=4000)
+    direct = np.mean([(errors_a[s].sum() - errors_b[s].sum()) / words.sum() for s in range(3)])
+    assert interval.difference == pytest.approx(direct)
+    assert 0 < interval.low < interval.difference < interval.high
+    same = paired_bootstrap(errors_b, errors_b, words, resamples=500)
+    assert same.low == same.high == same.difference == 0
+
+
+def test_bootstrap_rejects_unpaired_shapes():
+    with pytest.raises(ValueError, match="pair"):
+        paired_bootstrap(np.zeros((2, 3)), np.zeros((2, 4)), np.ones(3))
+
+
+# --- tables from a real sweep -------------------------------------------------------------------
+
+
+def _run_files(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sweep.rglob("metrics.json") if p.parent.name not in ("fp", "quantized")]
+
+
+def test_aggregated_table_matches_the_run_files(random_sweep, tmp_path):
+    result = aggregate([random_sweep], tmp_path / "tables", resamples=500)
+    files = _run_files(random_sweep)
+    assert result["runs"] == len(files) == 8
+    rows = {(r["model"], r["method"]): r for r in result["summary"] if r["precision"] != "fp"}
+    assert set(rows) == {(m, meth) for m in ("random-whisper", "random-moonshine") for meth in ("gptq", "gptq+fade")}
+    for (model, method), row in rows.items():
+        wers = [f["wer"] for f in files if f["model"] == model and f["method"] == method]
+        assert row["n"] == len(wers) == 2 and row["seeds"] == "0 1"
+        assert row["wer_mean"] == pytest.approx(np.mean(wers))
+        assert row["wer_std"] == pytest.approx(np.std(wers, ddof=1))
+        assert row["wer_min"] == min(wers) and row["wer_max"] == max(wers)
+        assert row["delta_fp"] == pytest.approx(np.mean(wers) - files[[f["model"] for f in files].index(model)]["wer_fp"])
+    comparisons = {(c["model"], c["a"], c["b"]): c for c in result["comparisons"]}
+    for model in ("random-whisper", "random-moonshine"):
+        c = comparisons[(model, "gptq+fade", "gptq")]
+        by_seed = {(f["method"], f["calibration_seed"]): f["wer"] for f in files if f["model"] == model}
+        assert c["n"] == 2
+        assert c["mean_difference"] == pytest.approx(np.mean([by_seed[("gptq+fade", s)] - by_seed[("gptq", s)] for s in (0, 1)]))
+        assert c["ci_low"] <= c["bootstrap_difference"] <= c["ci_high"]
+    for stem in ("summary", "comparisons"):
+        for ext in ("md", "csv", "tex"):
+            assert (tmp_path / "tables" / f"{stem}.{ext}").stat().st_size > 0
+    assert r"\begin{tabular}" in (tmp_path / "tables" / "summary.tex").read_text()
+
+
+def test_cli_writes_next_to_the_sweep_and_fails_clearly(random_sweep, tmp_path, capsys):
+    assert main([str(random_sweep), "--out", str(tmp_path / "cli"), "--resamples", "200"]) == 0
+    assert "gptq+fade" in capsys.readouterr().out
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+# --- the global-α baseline: chosen on dev, and the oracle chosen on test ------------------------
+
+
+def _fake_run(folder: Path, alpha: float, seed: int, wer: float, wer_dev: float) -> None:
+    """A finished QEP run as the quantize task writes it (metrics.json + per-utterance counts)."""
+    (folder / "quantized").mkdir(parents=True)
+    errors = round(wer * 100)
+    utterances = [{"id": f"u{i}", "words": 10, "substitutions": int(i < errors // 10), "deletions": 0, "insertions": 0}
+                  for i in range(10)]
+    (folder / "quantized" / "hypotheses.jsonl").write_text("".join(json.dumps(u) + "\n" for u in utterances))
+    metrics = {"model": "m", "dataset": "d", "method": "gptq+qep", "quantizer": "gptq", "compensation": "qep",
+               "alpha": alpha, "bits": 3, "group_size": 128, "calibration_seed": seed, "wer": wer, "wer_fp": 0.05,
+               "wer_dev": wer_dev}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_alpha_chosen_on_dev_and_oracle_alpha_are_reported_apart(tmp_path):
+    # test WER favours α=1 (the oracle); dev WER favours α=0.25
+    for alpha, wer, dev in ((0.25, 0.30, 0.10), (1.0, 0.20, 0.40)):
+        for seed in (0, 1):
+            _fake_run(tmp_path / "sweep" / f"a{alpha}_s{seed}", alpha, seed, wer + 0.01 * seed, dev)
+    result = aggregate([tmp_path / "sweep"], tmp_path / "out", resamples=200)
+    methods = [r["method"] for r in result["summary"]]
+    assert "gptq+qep(α=0.25, chosen on dev)" in methods
+    assert "gptq+qep(α=1, oracle: chosen on test)" in methods
+    dev_row = next(r for r in result["summary"] if r["method"].endswith("chosen on dev)"))
+    assert dev_row["wer_mean"] == pytest.approx(0.305)
+
+
+def test_two_runs_of_one_cell_are_an_error(tmp_path):
+    _fake_run(tmp_path / "s" / "a", 0.5, 0, 0.2, 0.2)
+    _fake_run(tmp_path / "s" / "b", 0.5, 0, 0.3, 0.2)
+    with pytest.raises(DataError, match="two runs"):
+        aggregate([tmp_path / "s"], tmp_path / "out")
