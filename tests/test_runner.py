@@ -69,3 +69,14 @@ def test_hub_id_while_offline_names_offline_sources(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelSourceError, match="hub is unreachable.*whisper-tiny.en"):
         load_model("whisper", "hub", "openai/whisper-small")
+
+
+def test_more_than_one_evaluation_process_is_refused_clearly():
+    import torch
+
+    from fade.errors import ConfigError
+    from fade.eval.runner import _trainer
+
+    with pytest.raises(ConfigError, match="one sweep job per GPU"):
+        _trainer(torch.device("cpu"), 2, progress_bar=False)
+    assert _trainer(torch.device("cpu"), 1, progress_bar=False).world_size == 1

@@ -20,6 +20,7 @@ import torch
 
 from fade.cache import atomic_write_json, atomic_write_text
 from fade.data.datamodule import SpeechDataModule
+from fade.errors import ConfigError
 from fade.eval.module import TranscriptionModule
 from fade.eval.wer import normalize, score
 from fade.models.base import LoadedModel, ModelFamily
@@ -41,7 +42,9 @@ def _trainer(device: torch.device, devices: Any, progress_bar: bool) -> L.Traine
     # records the device in metrics.json instead.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return L.Trainer(
+    if device.type == "cuda" and device.index is not None and devices == 1:
+        devices = [device.index]  # runner.device=cuda:1 means that GPU, not the first visible one
+    trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=devices,
         logger=False,
@@ -50,6 +53,14 @@ def _trainer(device: torch.device, devices: Any, progress_bar: bool) -> L.Traine
         enable_progress_bar=progress_bar,
         inference_mode=True,
     )
+    if trainer.world_size > 1:
+        # Lightning's DDP relaunches the command once per device and each process would score only
+        # its shard; until predictions are gathered across ranks, refuse instead of a partial WER.
+        raise ConfigError(
+            f"runner.devices={devices!r} asks for {trainer.world_size} evaluation processes, which fade does not gather "
+            f"yet; use runner.devices=1 and run one sweep job per GPU (hydra/launcher=parallel or slurm, docs/launchers.md)"
+        )
+    return trainer
 
 
 def transcribe_dataset(family: ModelFamily, loaded: LoadedModel, datamodule: SpeechDataModule, *, device: torch.device,
