@@ -121,3 +121,22 @@ def test_fade_policy_with_held_out_reliability_gets_split_statistics(tiny_manife
     scored = [r for r in result.records if r["r_calib_raw"] == r["r_calib_raw"]]  # not NaN
     assert scored, "no layer got a held-out reliability score"
     assert all({"v_int", "r_calib", "s"} <= set(r) for r in result.records)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_replaying_frozen_submodules_changes_nothing(family, tiny_manifest):
+    """Kept attention outputs give bit-for-bit the records and weights of recomputing them."""
+    from fade.diagnostics import FadePolicy
+
+    utterances = read_manifest(tiny_manifest)
+    results = []
+    for cache in (True, False):
+        policy = FadePolicy("rtn_error", "heldout_gain", warmup=1)  # split statistics too
+        _, result = _calibrate(family, utterances, policy=policy, cache_frozen_outputs=cache)
+        results.append(result)
+    cached, recomputed = results
+    assert [r["name"] for r in cached.records] == [r["name"] for r in recomputed.records]
+    for a, b in zip(cached.records, recomputed.records):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    state_a, state_b = cached.model.state_dict(), recomputed.model.state_dict()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)

@@ -19,6 +19,13 @@ of activations, and the statistics of one group. Statistics are never built from
 
 Cross-attention key/value projections read the encoder output, which is the same for every
 decoder block: their statistics are computed once per stage and reused.
+
+Frozen sub-modules are not re-run. Within a block, every group's partial forward starts again from
+the block input; a direct child of the block whose Linears are all quantized already (the
+attention module once its q/k/v/out projections are done) gives the same output on every later
+call for that batch, so its output is kept (one hidden-size tensor per batch and stream, dropped
+when the block is done) and replayed instead of recomputing the attention. The result is bit for
+bit the same as recomputing it (tested); ``cache_frozen_outputs=False`` turns it off.
 """
 
 from __future__ import annotations
@@ -88,6 +95,54 @@ class _Inputs:
         return _Inputs(self.args, {**self.kwargs, key: hidden})
 
 
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_clone(v) for v in value)
+    return value
+
+
+class _FrozenOutputs:
+    """Replays the outputs of a block's frozen children (see the module docstring).
+
+    ``linears_of_child`` maps each direct child of the block to the names (relative to the block)
+    of the planned Linears inside it; a child is frozen once all of them are in ``done``.
+    Children with no planned Linear (norms, activations) are cheap and left alone.
+    """
+
+    def __init__(self, block: torch.nn.Module, linears_of_child: dict[str, list[str]], num_batches: int):
+        self.block = block
+        self.linears_of_child = linears_of_child
+        self.outputs: dict[str, list[Any]] = {name: [None] * num_batches for name in linears_of_child}
+
+    def frozen(self, done: set[str]) -> list[str]:
+        return [child for child, names in self.linears_of_child.items() if all(n in done for n in names)]
+
+    def call(self, done: set[str], batch: int, run):
+        """Run ``run()`` with frozen children replayed (or recorded, the first time)."""
+        handles, patched = [], []
+        for child_name in self.frozen(done):
+            child = self.block.get_submodule(child_name)
+            if "forward" in child.__dict__:
+                continue  # someone else patched this instance (e.g. an offloading hook): leave it
+            cached = self.outputs[child_name][batch]
+            if cached is None:
+                def keep(_module, _args, output, child_name=child_name):
+                    self.outputs[child_name][batch] = _clone(output)
+                handles.append(child.register_forward_hook(keep))
+            else:
+                child.forward = lambda *args, _cached=cached, **kwargs: _clone(_cached)
+                patched.append(child)
+        try:
+            return run()
+        finally:
+            for handle in handles:
+                handle.remove()
+            for child in patched:
+                del child.forward
+
+
 @dataclass
 class CalibrationResult:
     model: torch.nn.Module
@@ -113,7 +168,7 @@ class SequentialCalibrator:
                  policy: AlphaPolicy | None = None, qep_damp: float = 0.01, exclude: Sequence[str] = (),
                  compensation_exclude: Sequence[str] = (), batch_size: int = 8, track_fp: bool = True,
                  record_uncorrected: bool = True, stats_dtype: torch.dtype = torch.float64,
-                 stats_product_dtype: torch.dtype | None = None):
+                 stats_product_dtype: torch.dtype | None = None, cache_frozen_outputs: bool = True):
         self.family = family
         self.loaded = loaded
         self.settings = settings
@@ -130,6 +185,10 @@ class SequentialCalibrator:
         #: Keep two halves of the statistics when the α policy scores the correction held out.
         self.split_statistics = bool(getattr(policy, "r_needs_split", False))
         self.timers: dict[str, float] = {"forward": 0.0, "statistics": 0.0, "solve": 0.0}
+        self.cache_frozen_outputs = cache_frozen_outputs
+        #: Names (relative to the current block) of the Linears quantized so far in that block.
+        self._done: set[str] = set()
+        self._frozen: dict[str, _FrozenOutputs] = {}  # per stream, for the current block
 
     # -- planning -------------------------------------------------------------------------
 
@@ -176,11 +235,32 @@ class SequentialCalibrator:
         self.timers["forward"] += time.perf_counter() - start
         return caught
 
-    def _group_input(self, block: torch.nn.Module, linear: torch.nn.Module, inputs: _Inputs) -> torch.Tensor:
+    def _run_block(self, stream: str, block: torch.nn.Module, batch: int, run):
+        frozen = self._frozen.get(stream)
+        if frozen is None or frozen.block is not block:
+            return run()
+        return frozen.call(self._done, batch, run)
+
+    def _group_input(self, stream: str, block: torch.nn.Module, linear: torch.nn.Module, inputs: _Inputs, batch: int) -> torch.Tensor:
         start = time.perf_counter()
-        args, _ = _call_until(block, linear, lambda: block(*inputs.args, **inputs.kwargs))
+        args, _ = self._run_block(stream, block, batch, lambda: _call_until(block, linear, lambda: block(*inputs.args, **inputs.kwargs)))
         self.timers["forward"] += time.perf_counter() - start
         return args[0]
+
+    def _start_block(self, stage: Stage, blocks: dict[str, torch.nn.Module], num_batches: int) -> None:
+        """Reset the per-block state: nothing quantized yet, no frozen outputs kept."""
+        self._done = set()
+        self._frozen = {}
+        if not self.cache_frozen_outputs:
+            return
+        planned = [n for group in stage.groups for n in group.names]
+        for stream, block in blocks.items():
+            linears_of_child: dict[str, list[str]] = {}
+            for name in planned:
+                child = name.split(".")[0]
+                if child != name:  # a Linear that is itself a direct child has nothing to skip
+                    linears_of_child.setdefault(child, []).append(name)
+            self._frozen[stream] = _FrozenOutputs(block, linears_of_child, num_batches)
 
     def _statistics(self, stage: Stage, group: LinearGroup, fp_block, q_block, fp_inputs, q_inputs,
                     batches: list[CalibrationBatch]) -> LayerStatistics:
@@ -192,8 +272,8 @@ class SequentialCalibrator:
         first = group.names[0]
         halves: list[list] = [[None, None], [None, None]]  # [half][q-stats, fp-hessian]
         for b, batch in enumerate(batches):
-            x_q = self._group_input(q_block, q_block.get_submodule(first), q_inputs[b])
-            x_fp = self._group_input(fp_block, fp_block.get_submodule(first), fp_inputs[b]) if self.track_fp else None
+            x_q = self._group_input("q", q_block, q_block.get_submodule(first), q_inputs[b], b)
+            x_fp = self._group_input("fp", fp_block, fp_block.get_submodule(first), fp_inputs[b], b) if self.track_fp else None
             mask = batch.masks.get("encoder" if group.reads_encoder_output else stage.mask)
             if mask is not None and tuple(mask.shape) != tuple(x_q.shape[:-1]):
                 mask = None if mask.all() else mask  # e.g. a stage whose hidden states are packed
@@ -271,6 +351,7 @@ class SequentialCalibrator:
                 shared_stats: dict[tuple[str, ...], LayerStatistics] = {}
                 for index, (fp_block, q_block) in enumerate(zip(fp_blocks, q_blocks)):
                     prefix = stage.path if stage.single else f"{stage.path}.{index}"
+                    self._start_block(stage, {"q": q_block, **({"fp": fp_block} if self.track_fp else {})}, len(batches))
                     for group in stage.groups:
                         names = [n for n in group.names if not _matches(f"{prefix}.{n}", self.exclude)]
                         if not names:
@@ -292,6 +373,7 @@ class SequentialCalibrator:
                             self.timers["solve"] += time.perf_counter() - start
                             linear.weight.data.copy_(result.weight_q.to(linear.weight.dtype))
                             quantized[full_name] = result
+                            self._done.add(name)
                             records.append({
                                 "name": full_name, "part": stage.part, "block": index, "group": "+".join(group.names),
                                 "out_features": linear.out_features, "in_features": linear.in_features,
@@ -300,11 +382,14 @@ class SequentialCalibrator:
                             })
                     # Both streams move on to the next block's inputs.
                     start = time.perf_counter()
-                    q_inputs = [x.advance(_output(q_block(*x.args, **x.kwargs))) for x in q_inputs]
+                    q_inputs = [x.advance(_output(self._run_block("q", q_block, b, lambda x=x: q_block(*x.args, **x.kwargs))))
+                                for b, x in enumerate(q_inputs)]
                     if self.track_fp:
-                        fp_inputs = [x.advance(_output(fp_block(*x.args, **x.kwargs))) for x in fp_inputs]
+                        fp_inputs = [x.advance(_output(self._run_block("fp", fp_block, b, lambda x=x: fp_block(*x.args, **x.kwargs))))
+                                     for b, x in enumerate(fp_inputs)]
                     else:
                         fp_inputs = q_inputs
+                    self._frozen = {}  # the block is done: free its kept outputs
                     self.timers["forward"] += time.perf_counter() - start
                     log.info("calibrated %s (%d/%d)", prefix, index + 1, len(q_blocks))
         self.timers["total"] = time.perf_counter() - loop_start
