@@ -132,8 +132,12 @@ def test_replaying_frozen_submodules_changes_nothing(family, tiny_manifest):
     results = []
     for cache in (True, False):
         policy = FadePolicy("rtn_error", "heldout_gain", warmup=1)  # split statistics too
-        _, result = _calibrate(family, utterances, policy=policy, cache_frozen_outputs=cache)
-        results.append(result)
+        loaded = load_model(family, "random", seed=0)
+        calibrator = SequentialCalibrator(get_family(family), loaded, QuantizerSettings("gptq", GridSpec(bits=4, group_size=32)),
+                                          policy=policy, batch_size=2, cache_frozen_outputs=cache)
+        results.append(calibrator.run(utterances))
+        # later stages reached their inputs without re-running the finished ones (both streams)
+        assert calibrator.replayed_stages == (2 * (len(get_family(family).stages(loaded)) - 1) if cache else 0)
     cached, recomputed = results
     assert [r["name"] for r in cached.records] == [r["name"] for r in recomputed.records]
     for a, b in zip(cached.records, recomputed.records):

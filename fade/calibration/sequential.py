@@ -189,6 +189,7 @@ class SequentialCalibrator:
         #: Names (relative to the current block) of the Linears quantized so far in that block.
         self._done: set[str] = set()
         self._frozen: dict[str, _FrozenOutputs] = {}  # per stream, for the current block
+        self.replayed_stages = 0  # stage-input catches that replayed finished stages (for tests)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -228,12 +229,46 @@ class SequentialCalibrator:
             batches.append(self.family.calibration_batch(self.loaded, [audio[u.id] for u in chunk], [u.text for u in chunk]))
         return batches
 
-    def _catch_stage_inputs(self, model: torch.nn.Module, stage: Stage, batches: list[CalibrationBatch]) -> list[_Inputs]:
+    def _catch_stage_inputs(self, model: torch.nn.Module, stage: Stage, batches: list[CalibrationBatch],
+                            replay: Sequence[tuple[Stage, list[Any]]] = ()) -> list[_Inputs]:
+        """Run ``model`` up to the stage's first block, batch by batch, and keep that block's inputs.
+
+        ``replay`` holds, for each finished stage, the raw output of its last block per batch. Those
+        stages are frozen, so their blocks are patched to hand back that output instead of running
+        (the encoder is not run again to reach the decoder); anything between blocks, such as the
+        encoder's final norm, still runs. Should a model not fit this (a stage whose blocks run more
+        than once per forward), the stage inputs are caught again by a full forward.
+        """
         first = _resolve_blocks(model, stage)[0]
         start = time.perf_counter()
-        caught = [_Inputs(*_call_until(model, first, lambda b=b: model(**b.model_inputs, use_cache=False))) for b in batches]
+        try:
+            caught = self._catch_with_replay(model, first, batches, replay if self.cache_frozen_outputs else ())
+            self.replayed_stages += bool(replay and self.cache_frozen_outputs)
+        except Exception as exc:  # noqa: BLE001 - any failure of the shortcut falls back to the plain forward
+            log.warning("replaying finished stages failed (%s: %s); running the full forward instead", type(exc).__name__, exc)
+            caught = self._catch_with_replay(model, first, batches, ())
         self.timers["forward"] += time.perf_counter() - start
         return caught
+
+    @staticmethod
+    def _catch_with_replay(model, first, batches, replay) -> list[_Inputs]:
+        current = {"batch": 0}
+        patched = []
+        try:
+            for done_stage, outputs in replay:
+                for block in _resolve_blocks(model, done_stage):
+                    if "forward" in block.__dict__:
+                        raise RuntimeError(f"{type(block).__name__}.forward is already patched")
+                    block.forward = lambda *args, _outputs=outputs, **kwargs: _clone(_outputs[current["batch"]])
+                    patched.append(block)
+            caught = []
+            for index, batch in enumerate(batches):
+                current["batch"] = index
+                caught.append(_Inputs(*_call_until(model, first, lambda b=batch: model(**b.model_inputs, use_cache=False))))
+            return caught
+        finally:
+            for block in patched:
+                del block.forward
 
     def _run_block(self, stream: str, block: torch.nn.Module, batch: int, run):
         frozen = self._frozen.get(stream)
@@ -342,12 +377,13 @@ class SequentialCalibrator:
         records: list[dict[str, Any]] = []
         quantized: dict[str, QuantizedWeight] = {}
         loop_start = time.perf_counter()
+        finished: dict[str, list[tuple[Stage, list[Any]]]] = {"q": [], "fp": []}  # last-block outputs per stage
         with torch.inference_mode():
             for stage in self.family.stages(self.loaded):
                 fp_blocks, q_blocks = _resolve_blocks(fp_model, stage), _resolve_blocks(q_model, stage)
-                q_inputs = self._catch_stage_inputs(q_model, stage, batches)
+                q_inputs = self._catch_stage_inputs(q_model, stage, batches, finished["q"])
                 # With track_fp the quantized model is a copy; without it both names are one model.
-                fp_inputs = self._catch_stage_inputs(fp_model, stage, batches) if self.track_fp else q_inputs
+                fp_inputs = self._catch_stage_inputs(fp_model, stage, batches, finished["fp"]) if self.track_fp else q_inputs
                 shared_stats: dict[tuple[str, ...], LayerStatistics] = {}
                 for index, (fp_block, q_block) in enumerate(zip(fp_blocks, q_blocks)):
                     prefix = stage.path if stage.single else f"{stage.path}.{index}"
@@ -382,15 +418,19 @@ class SequentialCalibrator:
                             })
                     # Both streams move on to the next block's inputs.
                     start = time.perf_counter()
-                    q_inputs = [x.advance(_output(self._run_block("q", q_block, b, lambda x=x: q_block(*x.args, **x.kwargs))))
-                                for b, x in enumerate(q_inputs)]
+                    q_raw = [self._run_block("q", q_block, b, lambda x=x: q_block(*x.args, **x.kwargs)) for b, x in enumerate(q_inputs)]
+                    q_inputs = [x.advance(_output(raw)) for x, raw in zip(q_inputs, q_raw)]
                     if self.track_fp:
-                        fp_inputs = [x.advance(_output(self._run_block("fp", fp_block, b, lambda x=x: fp_block(*x.args, **x.kwargs))))
-                                     for b, x in enumerate(fp_inputs)]
+                        fp_raw = [self._run_block("fp", fp_block, b, lambda x=x: fp_block(*x.args, **x.kwargs)) for b, x in enumerate(fp_inputs)]
+                        fp_inputs = [x.advance(_output(raw)) for x, raw in zip(fp_inputs, fp_raw)]
                     else:
                         fp_inputs = q_inputs
                     self._frozen = {}  # the block is done: free its kept outputs
                     self.timers["forward"] += time.perf_counter() - start
                     log.info("calibrated %s (%d/%d)", prefix, index + 1, len(q_blocks))
+                # The outputs of the stage's last block stand in for the whole stage when later stages catch their inputs.
+                finished["q"].append((stage, q_raw))
+                if self.track_fp:
+                    finished["fp"].append((stage, fp_raw))
         self.timers["total"] = time.perf_counter() - loop_start
         return CalibrationResult(q_model, records, quantized, {k: round(v, 3) for k, v in self.timers.items()})
