@@ -5,6 +5,11 @@ Each method runs in its own process so its peak RSS is its own. Defaults: Whispe
 W4 g128, 128 kathleen calib.tsv utterances (seed 0).
 
     python experiments/bench/calibration.py [--model whisper-base] [--n 128] [--methods gptq gptq+qep]
+
+A method ending in ``@recompute`` turns off the replay of frozen sub-modules and finished stages
+(``cache_frozen_outputs=False``), the baseline that replay is measured against:
+
+    python experiments/bench/calibration.py --model whisper-tiny.en --methods gptq+qep@recompute gptq+qep gptq
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ def worker(args) -> dict:
     utterances = draw_calibration(read_manifest(args.manifest), args.n, seed=0)
     for u in utterances:
         u.load()
-    quantizer, _, compensation = args.method.partition("+")
+    method, _, variant = args.method.partition("@")
+    quantizer, _, compensation = method.partition("+")
     policy = ConstantAlpha(0.5) if compensation == "qep" else None
     calibrator = SequentialCalibrator(get_family("whisper"), loaded, QuantizerSettings(quantizer, GridSpec(4, group_size=128)),
                                       policy=policy, track_fp=policy is not None, record_uncorrected=False,
-                                      batch_size=args.batch_size, stats_product_dtype=torch.float32)
+                                      batch_size=args.batch_size, stats_product_dtype=torch.float32,
+                                      cache_frozen_outputs=variant != "recompute")
     wall, cpu = time.perf_counter(), time.process_time()
     result = calibrator.run(utterances)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -70,11 +77,11 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
     base = rows[0]
-    print(f"{'method':<12}{'wall s':>9}{'cpu s':>9}{'peak MiB':>10}{'forward':>9}{'stats':>8}{'solve':>8}{'x ' + base['method']:>12}")
+    print(f"{'method':<20}{'wall s':>9}{'cpu s':>9}{'peak MiB':>10}{'forward':>9}{'stats':>8}{'solve':>8}{'x ' + base['method']:>12}")
     for r in rows:
         b = r["breakdown_s"]
         share = {k: 100 * b[k] / b["total"] for k in ("forward", "statistics", "solve")}
-        print(f"{r['method']:<12}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['peak_rss_mib']:>10.0f}{share['forward']:>8.0f}%"
+        print(f"{r['method']:<20}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['peak_rss_mib']:>10.0f}{share['forward']:>8.0f}%"
               f"{share['statistics']:>7.0f}%{share['solve']:>7.0f}%{r['wall_s'] / base['wall_s']:>12.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
