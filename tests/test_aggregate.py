@@ -126,3 +126,15 @@ def test_two_runs_of_one_cell_are_an_error(tmp_path):
     _fake_run(tmp_path / "s" / "b", 0.5, 0, 0.3, 0.2)
     with pytest.raises(DataError, match="two runs"):
         aggregate([tmp_path / "s"], tmp_path / "out")
+
+
+def test_each_pair_is_compared_once(tmp_path):
+    for seed in (0, 1):
+        _fake_run(tmp_path / "s" / f"q{seed}", 0.5, seed, 0.2 + 0.01 * seed, 0.2)
+        folder = tmp_path / "s" / f"g{seed}"
+        _fake_run(folder, 0.5, seed, 0.3, 0.3)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics.update(method="gptq", compensation="none", alpha=None)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
+    assert [(c["a"], c["b"]) for c in result["comparisons"]] == [("gptq+qep(α=0.5)", "gptq")]

@@ -200,7 +200,10 @@ def default_pairs(groups: Sequence[MethodRuns]) -> list[tuple[MethodRuns, Method
                 pairs.append((named[a], named[b]))
         if not fades and len(members) == 2:
             pairs.append((members[1], members[0]))
-    return pairs
+    unique: dict[tuple, tuple[MethodRuns, MethodRuns]] = {}
+    for a, b in pairs:
+        unique.setdefault((a.key, a.name, b.name), (a, b))
+    return list(unique.values())
 
 
 # --- writing -------------------------------------------------------------------------------------
