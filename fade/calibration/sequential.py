@@ -16,6 +16,10 @@ quantized. Then both streams run the whole block to produce the next block's inp
 Memory: the cached hidden states of the calibration set for both streams (one tensor per
 batch and stream, plus the encoder outputs the decoder's cross-attention reads), one batch
 of activations, and the statistics of one group. Statistics are never built from stacked tokens.
+Replay adds, per stream, the frozen attention outputs of the block in progress and, until the
+last stage has caught its inputs, the last-block outputs of the finished stages. At the peak
+(a block's outputs being built) that is three hidden-size tensors per utterance and stream
+(experiments/bench/scaling.py measures the slope).
 
 Cross-attention key/value projections read the encoder output, which is the same for every
 decoder block: their statistics are computed once per stage and reused.
@@ -379,11 +383,14 @@ class SequentialCalibrator:
         loop_start = time.perf_counter()
         finished: dict[str, list[tuple[Stage, list[Any]]]] = {"q": [], "fp": []}  # last-block outputs per stage
         with torch.inference_mode():
-            for stage in self.family.stages(self.loaded):
+            stages = self.family.stages(self.loaded)
+            for stage in stages:
                 fp_blocks, q_blocks = _resolve_blocks(fp_model, stage), _resolve_blocks(q_model, stage)
                 q_inputs = self._catch_stage_inputs(q_model, stage, batches, finished["q"])
                 # With track_fp the quantized model is a copy; without it both names are one model.
                 fp_inputs = self._catch_stage_inputs(fp_model, stage, batches, finished["fp"]) if self.track_fp else q_inputs
+                if stage is stages[-1]:
+                    finished = {"q": [], "fp": []}  # no later stage will replay them: free the memory
                 shared_stats: dict[tuple[str, ...], LayerStatistics] = {}
                 for index, (fp_block, q_block) in enumerate(zip(fp_blocks, q_blocks)):
                     prefix = stage.path if stage.single else f"{stage.path}.{index}"
