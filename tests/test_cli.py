@@ -89,3 +89,18 @@ def test_quantize_task_end_to_end_in_process(model, tiny_manifest, tmp_path, mon
         expected += sum(isinstance(m, torch.nn.Linear) for b in blocks for m in b.modules())
     assert len(records) == saved["quantized_linears"] == expected
     assert (tmp_path / "fp" / "hypotheses.jsonl").is_file() and (tmp_path / "quantized" / "metrics.json").is_file()
+
+
+def test_the_cli_leaves_openmp_threads_passive_unless_told_otherwise(tmp_path):
+    """fade sets OMP_WAIT_POLICY before torch loads (checked in a fresh interpreter)."""
+    code = ("import os, sys; sys.argv = ['fade', '--help']\n"
+            "import fade.cli\n"
+            "assert 'torch' not in sys.modules\n"
+            "try:\n    fade.cli.main()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "PASSIVE", out.stderr[-1000:]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "ACTIVE"
