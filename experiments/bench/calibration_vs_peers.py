@@ -56,6 +56,8 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from peers.rss import reset_peak_rss, status_mib  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = Path(os.environ.get("FADE_DATASETS", REPO.parent / "shared" / "datasets"))
 DEFAULT_CALIB = DATASETS / "kathleen" / "calib.tsv"
@@ -69,23 +71,6 @@ TEST_UTTERANCES = 593
 
 
 # --------------------------------------------------------------------------- helpers (both sides)
-
-
-def _status_mib(field: str = "VmHWM") -> float | None:
-    """Peak (VmHWM) or current (VmRSS) resident memory of this process, MiB; None off Linux."""
-    try:
-        match = re.search(rf"{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return None
-    return round(int(match.group(1)) / 1024, 1) if match else None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _model_config(model: str) -> str:
@@ -138,12 +123,12 @@ def fade_worker(args) -> dict:
         compensation_exclude=cfg.compensation.exclude if policy is not None else [], batch_size=c.batch_size,
         track_fp=c.track_fp, record_uncorrected=c.record_uncorrected, stats_dtype=getattr(torch, c.stats_dtype),
         stats_product_dtype=getattr(torch, c.stats_product_dtype))
-    rss_before = _status_mib("VmRSS")
-    reset_ok = _reset_peak_rss()
+    rss_before = status_mib("VmRSS")
+    reset_ok = reset_peak_rss()
     wall, cpu = time.perf_counter(), time.process_time()
     result = calibrator.run(utterances)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    peak = _status_mib() if reset_ok else None
+    peak = status_mib() if reset_ok else None
     report = {"method": args.worker, "bits": bits, "group_size": settings.grid.group_size,
               "symmetric": settings.grid.symmetric, "act_order": settings.act_order, "utterances": len(utterances),
               "threads": torch.get_num_threads(), "batch_size": c.batch_size, "compensation": cfg.compensation.name,

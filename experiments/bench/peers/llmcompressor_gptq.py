@@ -86,7 +86,6 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import importlib.metadata as metadata  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import resource  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -98,6 +97,8 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqModelOutput  #
 from transformers.utils import can_return_tuple  # noqa: E402
 from transformers.utils.generic import merge_with_config_defaults  # noqa: E402
 from transformers.utils.output_capturing import capture_outputs  # noqa: E402
+
+from rss import reset_peak_rss, status_mib  # noqa: E402  (beside this script; the venv has no fade)
 
 SEQUENTIAL_TARGETS = ["WhisperEncoderLayer", "WhisperDecoderLayer"]
 SAMPLE_RATE = 16_000
@@ -111,27 +112,6 @@ CHANGES = [
     "(`if self.training and torch.rand([]) < self.layerdrop: continue`) instead of the `to_drop` flag, whose "
     "`if not to_drop:` made the auto-wrapper wrap each encoder layer call",
 ]
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def _status_mib(field: str = "VmHWM") -> float | None:
-    """Peak (VmHWM) or current (VmRSS) resident memory of this process, MiB; None off Linux."""
-    try:
-        match = re.search(rf"{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return None
-    return round(int(match.group(1)) / 1024, 1) if match else None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------- traceable forwards
@@ -404,8 +384,8 @@ def main() -> None:
     targets = sum(type(m).__name__ in SEQUENTIAL_TARGETS for m in model.modules())
 
     recipe = build_recipe(args.bits, args.group_size, args.grid)
-    rss_before = _status_mib("VmRSS")
-    reset_ok = _reset_peak_rss()
+    rss_before = status_mib("VmRSS")
+    reset_ok = reset_peak_rss()
     wall, cpu = time.perf_counter(), time.process_time()
     error = None
     try:
@@ -416,7 +396,7 @@ def main() -> None:
     except Exception as exc:  # --as-is: the failure being reproduced
         error = f"{type(exc).__name__}: {exc}".strip()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    peak_oneshot = _status_mib() if reset_ok else None
+    peak_oneshot = status_mib() if reset_ok else None
 
     report = {
         "method": "llmcompressor-gptq", "grid": args.grid, "as_is": args.as_is, "bits": args.bits,
