@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 
 from fade.analysis.runs import Run, find_runs
 from fade.errors import DataError, FadeError
+from fade.tasks.resume import flatten
 from fade.loggers.common import IGNORE_KEYS, SEED_KEYS
 
 #: Per-layer coefficients charted, in page order: (record key, label).
@@ -133,15 +134,6 @@ def load_entries(folder: Path) -> list[Entry]:
                      json.dumps(configuration(run.metrics), sort_keys=True, default=str))
                for run in find_runs(folder)]
     return sorted(disambiguate(entries), key=entry_order)
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
 
 
 def configuration(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -37,11 +37,12 @@ def config_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(result_config(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``: config trees compared key by key."""
     if isinstance(tree, dict):
         flat: dict[str, Any] = {}
         for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix[:-1]: tree}
 
@@ -61,7 +62,7 @@ def same_result_config(stored: dict[str, Any], current: dict[str, Any]) -> bool:
     Options added to fade after the run was made are ignored when the current config leaves them at
     their schema default (the run behaved that way). Every other difference means re-running.
     """
-    old, new = _flatten(stored), _flatten(current)
+    old, new = flatten(stored), flatten(current)
     for key, value in new.items():
         if key in old:
             if old[key] != value:
