@@ -16,8 +16,6 @@ RTN uses no calibration data, so its one run stands for every seed (its spread i
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import sys
 from collections import defaultdict
@@ -29,7 +27,7 @@ import numpy as np
 
 from fade.analysis.runs import Run, find_runs
 from fade.analysis.stats import paired_bootstrap, paired_seed_test
-from fade.cache import atomic_write_text
+from fade.cache import atomic_write_text, csv_text
 from fade.errors import DataError
 
 #: The method FADE's claims are tested against, and the baselines it is compared with.
@@ -235,14 +233,6 @@ def to_markdown(rows: Sequence[dict[str, Any]], columns) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                           ("α", r"$\alpha$"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("−", "--")):
@@ -271,7 +261,7 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     out_dir.mkdir(parents=True, exist_ok=True)
     for stem, rows, columns in (("summary", summary, SUMMARY_COLUMNS), ("comparisons", comparisons, COMPARISON_COLUMNS)):
         atomic_write_text(out_dir / f"{stem}.md", to_markdown(rows, columns))
-        atomic_write_text(out_dir / f"{stem}.csv", to_csv(rows))
+        atomic_write_text(out_dir / f"{stem}.csv", csv_text(rows))
         atomic_write_text(out_dir / f"{stem}.tex", to_latex(rows, columns))
     return {"summary": summary, "comparisons": comparisons, "out": out_dir, "runs": len(runs)}
 

@@ -8,8 +8,6 @@ Run folder:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -19,7 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fade.cache import atomic_write_json, atomic_write_text
+from fade.cache import atomic_write_json, atomic_write_text, csv_text
 from fade.calibration.layer import ConstantAlpha, QuantizerSettings
 from fade.calibration.sequential import SequentialCalibrator
 from fade.data.datamodule import SpeechDataModule, draw_calibration, draw_dev
@@ -64,14 +62,6 @@ def quantizer_settings(cfg: DictConfig) -> QuantizerSettings:
     q = cfg.quantizer
     return QuantizerSettings(q.name, grid, block_size=q.block_size, percdamp=q.percdamp, act_order=q.act_order,
                              static_groups=q.static_groups)
-
-
-def _csv(records: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
-    writer.writeheader()
-    writer.writerows(records)
-    return buffer.getvalue()
 
 
 def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, Any]:
@@ -126,7 +116,7 @@ def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, 
     calibration_seconds = time.perf_counter() - start
     records = result.records
     atomic_write_text(out / "layers.jsonl", "".join(json.dumps(rec) + "\n" for rec in records))
-    atomic_write_text(out / "layers.csv", _csv(records))
+    atomic_write_text(out / "layers.csv", csv_text(records))
     if cfg.export:  # packed low-bit checkpoint (compressed-tensors pack-quantized)
         from fade.export import export_packed
 
