@@ -30,17 +30,17 @@ def ct2_model_dir(name: str) -> Path:
     fade converts to transformers (fade/models/whisper_ct2.py), so every row runs the same numbers.
     """
     from fade.cache import atomic_directory, cache_root
-    from fade.models.whisper_ct2 import _OFFLINE, _fingerprint, _package_root
+    from fade.errors import ModelSourceError
+    from fade.models.whisper_ct2 import offline_whisper_files
 
-    if name not in _OFFLINE:
-        raise SystemExit(f"unknown offline Whisper {name!r}; known: {', '.join(sorted(_OFFLINE))}")
-    spec = _OFFLINE[name]
-    roots = [_package_root(pip, module, name) for pip, module, _ in spec.parts]
-    parts = [root / rel for root, (_, _, rel) in zip(roots, spec.parts)]
-    assets = roots[0] / spec.assets
+    try:
+        files = offline_whisper_files(name)
+    except ModelSourceError as exc:
+        raise SystemExit(str(exc)) from exc
+    parts, assets = files.parts, files.assets
     if len(parts) == 1 and parts[0].name == "model.bin" and parts[0].parent == assets:
         return assets
-    target = cache_root() / "ct2" / f"{name}-{_fingerprint(parts)}"
+    target = cache_root() / "ct2" / f"{name}-{files.fingerprint}"
     if (target / "model.bin").is_file():
         return target
     with atomic_directory(target) as tmp:

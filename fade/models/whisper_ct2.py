@@ -459,20 +459,39 @@ def _installed_version(pip_name: str) -> str:
         return "unknown"
 
 
-def ensure_offline_whisper(name: str) -> Path:
-    """The transformers folder for an offline Whisper package, converting it on first use."""
+@dataclass(frozen=True)
+class OfflineWhisperFiles:
+    """Where an installed offline Whisper package keeps its CTranslate2 files."""
+
+    #: model.bin, or its parts in the order they join.
+    parts: list[Path]
+    #: The folder with config.json, tokenizer.json and vocabulary.txt.
+    assets: Path
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.parts)
+
+
+def offline_whisper_files(name: str) -> OfflineWhisperFiles:
+    """The CTranslate2 files of an offline Whisper package (a clear error if it is unknown or missing)."""
     if name not in _OFFLINE:
         raise ModelSourceError(f"Unknown offline Whisper {name!r}; known: {', '.join(sorted(_OFFLINE))}.")
     spec = _OFFLINE[name]
     roots = [_package_root(pip, module, name) for pip, module, _ in spec.parts]
-    parts = [root / rel for root, (_, _, rel) in zip(roots, spec.parts)]
-    assets = roots[0] / spec.assets
+    return OfflineWhisperFiles([root / rel for root, (_, _, rel) in zip(roots, spec.parts)], roots[0] / spec.assets)
+
+
+def ensure_offline_whisper(name: str) -> Path:
+    """The transformers folder for an offline Whisper package, converting it on first use."""
+    files = offline_whisper_files(name)
+    spec, parts, assets = _OFFLINE[name], files.parts, files.assets
     for path, (pip, _, _) in zip(parts + [assets / "tokenizer.json", assets / "config.json"],
                                  list(spec.parts) + [spec.parts[0]] * 2):
         if not path.is_file():
             raise ModelSourceError(f"{name}: {path} is missing; the package {pip!r} "
                                    "has an unexpected layout (reinstall it).")
-    target = cache_root() / "models" / f"{name}-{_fingerprint(parts)}"
+    target = cache_root() / "models" / f"{name}-{files.fingerprint}"
     if target.exists():
         if not (target / "model.safetensors").is_file() or not (target / "fade_source.json").is_file():
             raise ModelSourceError(f"Cached conversion {target} is incomplete; delete it to convert again.")
