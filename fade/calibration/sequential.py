@@ -374,16 +374,16 @@ class SequentialCalibrator:
         fp_model = self.loaded.model
         q_model = copy.deepcopy(fp_model) if self.track_fp else fp_model
         plan = self.plan(q_model)
+        stages = self.family.stages(self.loaded)
         if self.policy is not None:
             self.policy.prepare({name: linear.weight.detach() for *_, name, linear in plan if not _matches(name, self.exclude)},
-                                {"grid": self.settings.grid, "stages": self.family.stages(self.loaded)})
+                                {"grid": self.settings.grid, "stages": stages})
         batches = self._batches(utterances)
         records: list[dict[str, Any]] = []
         quantized: dict[str, QuantizedWeight] = {}
         loop_start = time.perf_counter()
         finished: dict[str, list[tuple[Stage, list[Any]]]] = {"q": [], "fp": []}  # last-block outputs per stage
         with torch.inference_mode():
-            stages = self.family.stages(self.loaded)
             for stage in stages:
                 fp_blocks, q_blocks = _resolve_blocks(fp_model, stage), _resolve_blocks(q_model, stage)
                 q_inputs = self._catch_stage_inputs(q_model, stage, batches, finished["q"])
