@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +83,19 @@ _FADE_KEYS = ("v_int", "r_calib", "normalization", "v_sign", "r_sign", "v_weight
               "warmup", "robust")
 
 
-def fade_variant(compensation: dict[str, Any]) -> str:
-    """``v_int=kurtosis,r_calib=None`` for an ablation; empty for the default FADE config."""
+@lru_cache(maxsize=1)
+def _fade_defaults() -> dict[str, Any]:
+    """conf/compensation/fade.yaml, read once (every FADE run's label is compared with it)."""
     from omegaconf import OmegaConf
 
     from fade.cli import CONFIG_DIR
 
-    defaults = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "compensation" / "fade.yaml"))
+    return OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "compensation" / "fade.yaml"))
+
+
+def fade_variant(compensation: dict[str, Any]) -> str:
+    """``v_int=kurtosis,r_calib=None`` for an ablation; empty for the default FADE config."""
+    defaults = _fade_defaults()
     return ",".join(f"{key}={compensation[key]}" for key in _FADE_KEYS
                     if key in compensation and compensation[key] != defaults.get(key))
 
