@@ -138,3 +138,35 @@ def test_each_pair_is_compared_once(tmp_path):
         (folder / "metrics.json").write_text(json.dumps(metrics))
     result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
     assert [(c["a"], c["b"]) for c in result["comparisons"]] == [("gptq+qep(α=0.5)", "gptq")]
+
+
+def _fake_fade_run(folder: Path, seed: int, wer: float, wer_dev: float | None, **changed):
+    """A FADE run with the given compensation keys changed from conf/compensation/fade.yaml."""
+    _fake_run(folder, 0.5, seed, wer, wer_dev)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(method="gptq+fade", compensation="fade", alpha=None,
+                   config={"compensation": {"name": "fade", "v_int": "rtn_error", "r_calib": "predicted_gain", **changed}})
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_fade_signal_chosen_on_dev_and_oracle_signal_are_reported_apart(tmp_path):
+    sweep = tmp_path / "s"
+    for seed in (0, 1):
+        _fake_run(sweep / f"qep{seed}", 0.5, seed, 0.25, 0.25)
+        _fake_fade_run(sweep / f"default{seed}", seed, 0.24, None)
+        # dev favours the kurtosis-only variant, test favours the held-out-gain-only one
+        _fake_fade_run(sweep / f"kurt{seed}", seed, 0.30 + 0.01 * seed, 0.10, r_calib=None, v_int="kurtosis")
+        _fake_fade_run(sweep / f"held{seed}", seed, 0.20, 0.40, v_int=None, r_calib="heldout_gain")
+    result = aggregate([sweep], tmp_path / "out", resamples=100)
+    rows = {r["method"]: r for r in result["summary"]}
+    dev_row = rows["gptq+fade(v_int=kurtosis,r_calib=None, chosen on dev)"]
+    assert dev_row["wer_mean"] == pytest.approx(0.305)
+    assert rows["gptq+fade(v_int=None,r_calib=heldout_gain, oracle: chosen on test)"]["wer_mean"] == pytest.approx(0.20)
+    pairs = {(c["a"], c["b"]) for c in result["comparisons"]}
+    # variants meet FADE defaults and QEP(α=0.5), not each other; the defaults meet every baseline
+    assert ("gptq+fade(v_int=kurtosis,r_calib=None)", "gptq+fade") in pairs
+    assert ("gptq+fade(v_int=kurtosis,r_calib=None)", "gptq+qep(α=0.5)") in pairs
+    assert ("gptq+fade", "gptq+qep(α=0.5)") in pairs
+    assert not any(a.startswith("gptq+fade(") and b.startswith("gptq+fade(") and "chosen" not in a for a, b in pairs)
+    assert ("gptq+fade(v_int=kurtosis,r_calib=None, chosen on dev)", "gptq+qep(α=0.5)") in pairs
+    assert len(pairs) == len(result["comparisons"])

@@ -5,7 +5,8 @@ Writes, under ``<first folder>/aggregate/`` (or ``--out``):
   (sample std over seeds), min and max, the difference to full precision, and the dev WER where runs
   scored a dev split. For QEP with several global α values two extra rows name the α chosen by the
   lowest mean dev WER (a fair baseline) and by the lowest mean test WER (an oracle: it looks at the
-  test set);
+  test set). Likewise, when several FADE variants (the signal ablations) scored a dev split, two rows
+  name the variant chosen on dev and, as an oracle, the one chosen on test;
 - ``comparisons.{md,csv,tex}``: paired comparisons on the seeds two methods share (paired t-test and
   Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
   with its 95 % interval (fade/analysis/stats.py).
@@ -113,6 +114,24 @@ def chosen_alpha_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
     return rows
 
 
+def chosen_fade_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
+    """For each model/dataset/precision with several FADE variants scored on dev (the signal ablations):
+    the variant picked by the lowest mean dev WER, and, labelled as an oracle, the one picked on test."""
+    rows = []
+    by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
+    for group in groups:
+        if _is_fade(group) and group.dev_wers() is not None:
+            by_key[group.key].append(group)
+    for key, candidates in by_key.items():
+        if len(candidates) < 2:
+            continue
+        for chosen, how in ((min(candidates, key=lambda g: g.dev_wers().mean()), "chosen on dev"),
+                            (min(candidates, key=lambda g: g.wers().mean()), "oracle: chosen on test")):
+            variant = chosen.method[len(FADE_METHOD):].strip("()") or "defaults"
+            rows.append(MethodRuns(*key, chosen.method, chosen.runs, label=f"{FADE_METHOD}({variant}, {how})"))
+    return rows
+
+
 def fp_wer(group: MethodRuns) -> float:
     values = {round(run.metrics["wer_fp"], 12) for run in group.runs.values()}
     if len(values) != 1:
@@ -182,22 +201,48 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
     }
 
 
+def _is_fade(group: MethodRuns) -> bool:
+    return group.method.startswith(FADE_METHOD)
+
+
 def default_pairs(groups: Sequence[MethodRuns]) -> list[tuple[MethodRuns, MethodRuns]]:
-    """FADE against every other method; plus QEP(α=0.5) against GPTQ and GPTQ against RTN."""
+    """FADE (default signals) against every non-FADE method; each FADE ablation variant against FADE
+    defaults and QEP(α=0.5); QEP(α=0.5) against GPTQ and GPTQ against RTN."""
     pairs = []
     by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
     for group in groups:
         by_key[group.key].append(group)
     for members in by_key.values():
         named = {g.name: g for g in members}
-        fades = [g for g in members if g.method.startswith(FADE_METHOD)]
-        for fade in fades:
-            pairs += [(fade, other) for other in members if other is not fade]
+        fades = [g for g in members if _is_fade(g)]
+        default = named.get(FADE_METHOD)
+        if default is not None:
+            pairs += [(default, other) for other in members if not _is_fade(other)]
+        for variant in fades:
+            if variant is not default:
+                pairs += [(variant, other) for other in (default, named.get("gptq+qep(α=0.5)")) if other is not None]
         for a, b in (("gptq+qep(α=0.5)", "gptq"), ("gptq", "rtn")):
             if a in named and b in named:
                 pairs.append((named[a], named[b]))
         if not fades and len(members) == 2:
             pairs.append((members[1], members[0]))
+    return _unique(pairs)
+
+
+def chosen_pairs(groups: Sequence[MethodRuns], alpha_rows: Sequence[MethodRuns],
+                 fade_rows: Sequence[MethodRuns]) -> list[tuple[MethodRuns, MethodRuns]]:
+    """FADE (defaults) against the chosen global α; the chosen FADE signal against QEP(α=0.5), GPTQ and
+    the chosen global α."""
+    pairs = []
+    for row in alpha_rows:
+        pairs += [(g, row) for g in groups if g.key == row.key and g.method == FADE_METHOD]
+    for row in fade_rows:
+        pairs += [(row, g) for g in groups if g.key == row.key and g.name in ("gptq+qep(α=0.5)", "gptq")]
+        pairs += [(row, a) for a in alpha_rows if a.key == row.key]
+    return _unique(pairs)
+
+
+def _unique(pairs):
     unique: dict[tuple, tuple[MethodRuns, MethodRuns]] = {}
     for a, b in pairs:
         unique.setdefault((a.key, a.name, b.name), (a, b))
@@ -252,10 +297,10 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     groups = group_runs(runs)
     if not groups:
         raise DataError(f"no quantize runs under {', '.join(map(str, folders))}: nothing to aggregate")
-    chosen = chosen_alpha_rows(groups)
+    alpha_rows, fade_rows = chosen_alpha_rows(groups), chosen_fade_rows(groups)
+    chosen = [*alpha_rows, *fade_rows]
     summary = summary_rows(sorted([*groups, *chosen], key=lambda g: (g.key, _method_order(g.method), g.label or "")))
-    pairs = default_pairs(groups) + [(fade, row) for row in chosen for fade in groups
-                                      if fade.key == row.key and fade.method.startswith(FADE_METHOD)]
+    pairs = _unique(default_pairs(groups) + chosen_pairs(groups, alpha_rows, fade_rows))
     comparisons = [c for a, b in pairs if (c := compare(a, b, resamples=resamples)) is not None]
     out_dir = Path(out) if out else Path(folders[0]) / "aggregate"
     out_dir.mkdir(parents=True, exist_ok=True)
