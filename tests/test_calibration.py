@@ -144,3 +144,13 @@ def test_replaying_frozen_submodules_changes_nothing(family, tiny_manifest):
         assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
     state_a, state_b = cached.model.state_dict(), recomputed.model.state_dict()
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_forward_time_is_split_by_stream(tiny_manifest):
+    utterances = read_manifest(tiny_manifest)
+    _, qep = _calibrate("whisper", utterances, policy=ConstantAlpha(0.5))
+    t = qep.seconds
+    assert t["forward_q"] > 0 and t["forward_fp"] > 0
+    assert t["forward"] == pytest.approx(t["forward_q"] + t["forward_fp"], abs=2e-3)  # each rounded to 1 ms
+    _, gptq = _calibrate("whisper", utterances, track_fp=False)
+    assert gptq.seconds["forward_fp"] == 0 and gptq.seconds["forward"] == pytest.approx(gptq.seconds["forward_q"], abs=1e-3)

@@ -188,7 +188,8 @@ class SequentialCalibrator:
         self.stats_product_dtype = stats_product_dtype or stats_dtype
         #: Keep two halves of the statistics when the α policy scores the correction held out.
         self.split_statistics = bool(getattr(policy, "r_needs_split", False))
-        self.timers: dict[str, float] = {"forward": 0.0, "statistics": 0.0, "solve": 0.0}
+        # forward = forward_q + forward_fp (the quantized and the full-precision stream)
+        self.timers: dict[str, float] = {"forward": 0.0, "forward_q": 0.0, "forward_fp": 0.0, "statistics": 0.0, "solve": 0.0}
         self.cache_frozen_outputs = cache_frozen_outputs
         #: Names (relative to the current block) of the Linears quantized so far in that block.
         self._done: set[str] = set()
@@ -233,7 +234,12 @@ class SequentialCalibrator:
             batches.append(self.family.calibration_batch(self.loaded, [audio[u.id] for u in chunk], [u.text for u in chunk]))
         return batches
 
-    def _catch_stage_inputs(self, model: torch.nn.Module, stage: Stage, batches: list[CalibrationBatch],
+    def _add_forward_time(self, stream: str, start: float) -> None:
+        seconds = time.perf_counter() - start
+        self.timers["forward"] += seconds
+        self.timers[f"forward_{stream}"] += seconds
+
+    def _catch_stage_inputs(self, stream: str, model: torch.nn.Module, stage: Stage, batches: list[CalibrationBatch],
                             replay: Sequence[tuple[Stage, list[Any]]] = ()) -> list[_Inputs]:
         """Run ``model`` up to the stage's first block, batch by batch, and keep that block's inputs.
 
@@ -251,7 +257,7 @@ class SequentialCalibrator:
         except Exception as exc:  # noqa: BLE001 - any failure of the shortcut falls back to the plain forward
             log.warning("replaying finished stages failed (%s: %s); running the full forward instead", type(exc).__name__, exc)
             caught = self._catch_with_replay(model, first, batches, ())
-        self.timers["forward"] += time.perf_counter() - start
+        self._add_forward_time(stream, start)
         return caught
 
     @staticmethod
@@ -283,7 +289,7 @@ class SequentialCalibrator:
     def _group_input(self, stream: str, block: torch.nn.Module, linear: torch.nn.Module, inputs: _Inputs, batch: int) -> torch.Tensor:
         start = time.perf_counter()
         args, _ = self._run_block(stream, block, batch, lambda: _call_until(block, linear, lambda: block(*inputs.args, **inputs.kwargs)))
-        self.timers["forward"] += time.perf_counter() - start
+        self._add_forward_time(stream, start)
         return args[0]
 
     def _start_block(self, stage: Stage, blocks: dict[str, torch.nn.Module], num_batches: int) -> None:
@@ -386,9 +392,9 @@ class SequentialCalibrator:
         with torch.inference_mode():
             for stage in stages:
                 fp_blocks, q_blocks = _resolve_blocks(fp_model, stage), _resolve_blocks(q_model, stage)
-                q_inputs = self._catch_stage_inputs(q_model, stage, batches, finished["q"])
+                q_inputs = self._catch_stage_inputs("q", q_model, stage, batches, finished["q"])
                 # With track_fp the quantized model is a copy; without it both names are one model.
-                fp_inputs = self._catch_stage_inputs(fp_model, stage, batches, finished["fp"]) if self.track_fp else q_inputs
+                fp_inputs = self._catch_stage_inputs("fp", fp_model, stage, batches, finished["fp"]) if self.track_fp else q_inputs
                 if stage is stages[-1]:
                     finished = {"q": [], "fp": []}  # no later stage will replay them: free the memory
                 shared_stats: dict[tuple[str, ...], LayerStatistics] = {}
@@ -427,13 +433,15 @@ class SequentialCalibrator:
                     start = time.perf_counter()
                     q_raw = [self._run_block("q", q_block, b, lambda x=x: q_block(*x.args, **x.kwargs)) for b, x in enumerate(q_inputs)]
                     q_inputs = [x.advance(_output(raw)) for x, raw in zip(q_inputs, q_raw)]
+                    self._add_forward_time("q", start)
                     if self.track_fp:
+                        start = time.perf_counter()
                         fp_raw = [self._run_block("fp", fp_block, b, lambda x=x: fp_block(*x.args, **x.kwargs)) for b, x in enumerate(fp_inputs)]
                         fp_inputs = [x.advance(_output(raw)) for x, raw in zip(fp_inputs, fp_raw)]
+                        self._add_forward_time("fp", start)
                     else:
                         fp_inputs = q_inputs
                     self._frozen = {}  # the block is done: free its kept outputs
-                    self.timers["forward"] += time.perf_counter() - start
                     log.info("calibrated %s (%d/%d)", prefix, index + 1, len(q_blocks))
                 # The outputs of the stage's last block stand in for the whole stage when later stages catch their inputs.
                 finished["q"].append((stage, q_raw))
