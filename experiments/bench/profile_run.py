@@ -48,7 +48,8 @@ def _calibrate(args, profile: bool):
     for u in utterances:
         u.load()
     calibrator = SequentialCalibrator(get_family("whisper"), loaded, QuantizerSettings("gptq", GridSpec(args.bits, group_size=128)),
-                                      policy=ConstantAlpha(0.5), record_uncorrected=False, batch_size=8)
+                                      policy=ConstantAlpha(0.5), record_uncorrected=False, batch_size=8,
+                                      stats_product_dtype=torch.float32)  # the CLI's default (calibration.stats_product_dtype)
     wall, cpu = time.perf_counter(), time.process_time()
     if profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
