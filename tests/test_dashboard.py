@@ -337,3 +337,27 @@ def test_page_renders_in_headless_chromium(random_sweep, sweep_page, tmp_path):
     width, height, colours = png_colours(screenshot)
     assert (width, height) == (1400, 3000)
     assert colours > 10, "the screenshot is (nearly) a single colour"
+
+
+def test_a_global_alpha_is_named_not_charted(tmp_path):
+    """QEP's α is the same for every layer: one line in the note instead of a flat chart per α."""
+    fp = [utterance("u1", "a b", "a b")]
+    base = {"model": "tiny", "dataset": "toy", "quantizer": "gptq", "bits": 3, "group_size": 128, "wer_fp": 0.0, "wer": 0.5}
+    layers = {"qep": [0.25, 0.25], "fade": [0.3, 0.6]}
+    for name, alphas in layers.items():
+        for seed in (0, 1):
+            folder = write_run(tmp_path / "sweep" / f"{name}{seed}", {**base, "method": f"gptq+{name}", "compensation": name,
+                                                                       "alpha": 0.25 if name == "qep" else None,
+                                                                       "calibration_seed": seed}, fp, fp)
+            (folder / "layers.jsonl").write_text("".join(
+                json.dumps({"name": f"l{i}", "part": "encoder", "alpha": a + (0.01 * seed if name == "fade" else 0.0),
+                            "err_uncorrected": 0.2, "err_final": 0.1}) + "\n" for i, a in enumerate(alphas)))
+    assert main([str(tmp_path / "sweep"), "-o", str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text()
+    plots = plots_of(page)
+    assert not find_plots(plots, kind="layer-alpha", method="gptq+qep")
+    (fade_alpha,) = find_plots(plots, kind="layer-alpha", method="gptq+fade")
+    assert len(fade_alpha["marks"]) == 2
+    note = page[page.index('id="global-alpha"'):]
+    assert "gptq+qep" in note[:note.index("</p>")] and "α = 0.25" in note[:note.index("</p>")]
+    assert "gptq+fade" not in note[:note.index("</p>")]

@@ -490,6 +490,12 @@ def seeds_note(runs: Sequence[Run]) -> str:
     return f"{len(runs)} runs{named}: mean, whiskers min–max"
 
 
+def constant_alpha(points: Sequence[LayerSummary]) -> float | None:
+    """The α every layer of every run shares (a global-α QEP configuration), else None."""
+    values = {v for p in points for v in p.values}
+    return values.pop() if len(values) == 1 else None
+
+
 def coefficient_charts(entries: Sequence[Entry]) -> list[str]:
     """α, V_int and R_calib by layer for one (model, precision, method): one chart each that
     the runs record (QEP records only α; FADE all three)."""
@@ -500,8 +506,8 @@ def coefficient_charts(entries: Sequence[Entry]) -> list[str]:
     charts = []
     for key, label in COEFFICIENTS:
         points = summarize_layers(runs, key)
-        if not points:
-            continue
+        if not points or (key == "alpha" and constant_alpha(points) is not None):
+            continue  # a global α (QEP) is one number, named in the section's note, not a flat chart
         colours = part_colours(p.part for p in points)
         items = [LegendItem(part, colour) for part, colour in colours.items()]
         title = f"{label} by layer · {first.model} · {first.precision} · {first.method} · {seeds_note(runs)}"
@@ -804,9 +810,12 @@ def wer_section(entries: Sequence[Entry]) -> str:
 def layer_sections(entries: Sequence[Entry]) -> tuple[str, str]:
     # Per dataset too: two test sets of one configuration would otherwise count as two seeds.
     configurations = group_by([e for e in entries if not e.is_fp], "model", "dataset", "precision", "method").values()
-    coefficient_parts, error_parts = [], []
+    coefficient_parts, error_parts, global_alphas = [], [], []
     for group in configurations:
         first = group[0]
+        alpha = constant_alpha(summarize_layers([e.run for e in group], "alpha")) if first.compensated else None
+        if alpha is not None:
+            global_alphas.append(f"{text(first.model)} · {text(first.precision)} · {text(first.method)}: α = {number(alpha, 3)}")
         heading = (f"<h3>{text(first.model)} · {text(first.precision)} · {text(first.method)}"
                    + (f" · test set {text(first.dataset)}" if first.dataset else "") + "</h3>")
         charts = coefficient_charts(group)
@@ -817,6 +826,9 @@ def layer_sections(entries: Sequence[Entry]) -> tuple[str, str]:
             error_parts.append(heading + chart)
     coefficients = "".join(coefficient_parts) or ('<p class="note">No run records per-layer α, V_int or R_calib '
                                                   "(only compensated runs, QEP and FADE, do).</p>")
+    if global_alphas:
+        coefficients = ('<p class="note" id="global-alpha">One α for every layer (global-α QEP, not charted): '
+                        + "; ".join(global_alphas) + ".</p>" + coefficients)
     errors_html = "".join(error_parts) or '<p class="note">No run has per-layer records (layers.jsonl).</p>'
     return (
         '<section id="coefficients"><h2>Compensation coefficients by layer</h2><p class="note">α (the compensation '
