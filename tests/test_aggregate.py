@@ -170,3 +170,14 @@ def test_fade_signal_chosen_on_dev_and_oracle_signal_are_reported_apart(tmp_path
     assert not any(a.startswith("gptq+fade(") and b.startswith("gptq+fade(") and "chosen" not in a for a, b in pairs)
     assert ("gptq+fade(v_int=kurtosis,r_calib=None, chosen on dev)", "gptq+qep(α=0.5)") in pairs
     assert len(pairs) == len(result["comparisons"])
+
+
+def test_alpha_is_chosen_on_the_seeds_every_alpha_ran(tmp_path):
+    # α=0.5 ran seeds 0-2 (its seeds 1 and 2 drew an easy dev split); α=0.75 only seed 0, where it is better.
+    for seed, dev in ((0, 0.30), (1, 0.05), (2, 0.05)):
+        _fake_run(tmp_path / "s" / f"half{seed}", 0.5, seed, 0.20, dev)
+    _fake_run(tmp_path / "s" / "threequarter0", 0.75, 0, 0.25, 0.20)
+    result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
+    methods = [r["method"] for r in result["summary"]]
+    assert "gptq+qep(α=0.75, chosen on dev)" in methods  # chosen on seed 0, the only seed both ran
+    assert "gptq+qep(α=0.5, oracle: chosen on test, seed 0)" in methods

@@ -5,7 +5,7 @@ Writes, under ``<first folder>/aggregate/`` (or ``--out``):
   (sample std over seeds), min and max, the difference to full precision, and the dev WER where runs
   scored a dev split. For QEP with several global α values two extra rows name the α chosen by the
   lowest mean dev WER (a fair baseline) and by the lowest mean test WER (an oracle: it looks at the
-  test set). Likewise, when several FADE variants (the signal ablations) scored a dev split, two rows
+  test set), both over the calibration seeds every α ran (named in the label when fewer than the chosen α's). Likewise, when several FADE variants (the signal ablations) scored a dev split, two rows
   name the variant chosen on dev and, as an oracle, the one chosen on test;
 - ``comparisons.{md,csv,tex}``: paired comparisons on the seeds two methods share (paired t-test and
   Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
@@ -95,41 +95,54 @@ def _method_order(method: str) -> tuple:
     return (order.index(base) if base in order else len(order), method)
 
 
+def _choose(candidates: Sequence[MethodRuns], key: str) -> tuple[MethodRuns, list[int]] | None:
+    """The candidate with the lowest mean ``key`` (``wer`` or ``wer_dev``) over the calibration seeds that
+    every candidate ran and scored, and those seeds; None if they share none. Means over different
+    seeds would compare draws, not methods (a sweep in progress has more seeds of some candidates)."""
+    seeds = sorted(set.intersection(*(
+        {seed for seed, run in g.runs.items() if run.metrics.get(key) is not None} for g in candidates)))
+    if not seeds:
+        return None
+    chosen = min(candidates, key=lambda g: float(np.mean([g.runs[s].metrics[key] for s in seeds])))
+    return chosen, seeds
+
+
+def _chosen_label(name: str, how: str, seeds: list[int], chosen: MethodRuns) -> str:
+    on = "" if seeds == sorted(chosen.runs) else f", seed{'s' if len(seeds) > 1 else ''} {' '.join(map(str, seeds))}"
+    return f"{name}, {how}{on})"
+
+
+def _chosen_rows(key: tuple, candidates: Sequence[MethodRuns], name) -> list[MethodRuns]:
+    rows = []
+    for metric, how in (("wer_dev", "chosen on dev"), ("wer", "oracle: chosen on test")):
+        scored = [g for g in candidates if any(run.metrics.get(metric) is not None for run in g.runs.values())]
+        choice = _choose(scored, metric) if len(scored) >= 2 else None
+        if choice is not None:
+            chosen, seeds = choice
+            rows.append(MethodRuns(*key, chosen.method, chosen.runs, label=_chosen_label(name(chosen), how, seeds, chosen)))
+    return rows
+
+
 def chosen_alpha_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
     """For each model/dataset/precision with several QEP α: the α picked on dev and the one picked on test."""
-    rows = []
     by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
     for group in groups:
         if group.alpha is not None:
             by_key[group.key].append(group)
-    for key, candidates in by_key.items():
-        if len(candidates) < 2:
-            continue
-        oracle = min(candidates, key=lambda g: g.wers().mean())
-        with_dev = [g for g in candidates if g.dev_wers() is not None]
-        if len(with_dev) >= 2:
-            dev = min(with_dev, key=lambda g: g.dev_wers().mean())
-            rows.append(MethodRuns(*key, dev.method, dev.runs, label=f"gptq+qep(α={dev.alpha:g}, chosen on dev)"))
-        rows.append(MethodRuns(*key, oracle.method, oracle.runs, label=f"gptq+qep(α={oracle.alpha:g}, oracle: chosen on test)"))
-    return rows
+    return [row for key, candidates in by_key.items() if len(candidates) >= 2
+            for row in _chosen_rows(key, candidates, lambda g: f"gptq+qep(α={g.alpha:g}")]
 
 
 def chosen_fade_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
     """For each model/dataset/precision with several FADE variants scored on dev (the signal ablations):
     the variant picked by the lowest mean dev WER, and, labelled as an oracle, the one picked on test."""
-    rows = []
     by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
     for group in groups:
         if _is_fade(group) and group.dev_wers() is not None:
             by_key[group.key].append(group)
-    for key, candidates in by_key.items():
-        if len(candidates) < 2:
-            continue
-        for chosen, how in ((min(candidates, key=lambda g: g.dev_wers().mean()), "chosen on dev"),
-                            (min(candidates, key=lambda g: g.wers().mean()), "oracle: chosen on test")):
-            variant = chosen.method[len(FADE_METHOD):].strip("()") or "defaults"
-            rows.append(MethodRuns(*key, chosen.method, chosen.runs, label=f"{FADE_METHOD}({variant}, {how})"))
-    return rows
+    return [row for key, candidates in by_key.items() if len(candidates) >= 2
+            for row in _chosen_rows(key, candidates,
+                                    lambda g: f"{FADE_METHOD}({g.method[len(FADE_METHOD):].strip('()') or 'defaults'}")]
 
 
 def fp_wer(group: MethodRuns) -> float:
