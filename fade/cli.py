@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from omegaconf import DictConfig
 
 from fade.config import register_configs
 from fade.errors import FadeError
+from fade.process import configure_process
 
 #: conf/ at the repository root (the package is installed editable, see README).
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -35,14 +35,9 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    # OpenMP threads that busy-wait between parallel regions burn the cores another job needs:
-    # measured here with two jobs on 2 cores, the batch-1 evaluation loop took 27 s with the
-    # default (active) policy and 2.9 s with PASSIVE. Sweeps share machines (launchers, a grid
-    # beside an editor), so fade defaults to PASSIVE; it must be set before torch loads, and an
-    # OMP_WAIT_POLICY in the environment wins. Results do not depend on it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP waiting policy and glibc's heap: see fade/process.py (both measured; neither changes results).
+    configure_process()
     _app()
-
 
 if __name__ == "__main__":
     main()

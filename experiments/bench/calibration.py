@@ -28,6 +28,9 @@ DEFAULT_CALIB = Path(os.environ.get("FADE_DATASETS", REPO.parent / "shared" / "d
 
 
 def worker(args) -> dict:
+    from fade.process import configure_process
+
+    configure_process()  # as the fade CLI does (fade/process.py)
     import torch
 
     from fade.calibration.layer import ConstantAlpha, QuantizerSettings

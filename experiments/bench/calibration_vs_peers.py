@@ -86,6 +86,9 @@ def _state_to_save(model) -> dict:
 
 
 def fade_worker(args) -> dict:
+    from fade.process import configure_process
+
+    configure_process()  # as the fade CLI does (fade/process.py)
     import torch
 
     torch.set_num_threads(args.threads)

@@ -20,7 +20,9 @@ import resource
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the fade CLI does (docs/performance.md)
+from fade.process import configure_process  # noqa: E402
+
+configure_process()  # OpenMP waiting and glibc heap, as the fade CLI does (fade/process.py)
 
 REPO = Path(__file__).resolve().parents[2]
 KATHLEEN = Path(os.environ.get("FADE_DATASETS", REPO.parent / "shared" / "datasets")) / "kathleen"
