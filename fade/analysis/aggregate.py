@@ -107,19 +107,22 @@ def _choose(candidates: Sequence[MethodRuns], key: str) -> tuple[MethodRuns, lis
     return chosen, seeds
 
 
-def _chosen_label(name: str, how: str, seeds: list[int], chosen: MethodRuns) -> str:
+def _chosen_label(method: str, setting: str, how: str, seeds: list[int], chosen: MethodRuns) -> str:
+    """``gptq+qep(α=0.75, chosen on dev)``; the seeds are named when the choice saw fewer than the row shows."""
     on = "" if seeds == sorted(chosen.runs) else f", seed{'s' if len(seeds) > 1 else ''} {' '.join(map(str, seeds))}"
-    return f"{name}, {how}{on})"
+    return f"{method}({setting}, {how}{on})"
 
 
-def _chosen_rows(key: tuple, candidates: Sequence[MethodRuns], name) -> list[MethodRuns]:
+def _chosen_rows(key: tuple, candidates: Sequence[MethodRuns], method: str, setting) -> list[MethodRuns]:
+    """The dev-chosen and the oracle row among ``candidates``; ``setting(group)`` names what was chosen."""
     rows = []
     for metric, how in (("wer_dev", "chosen on dev"), ("wer", "oracle: chosen on test")):
         scored = [g for g in candidates if any(run.metrics.get(metric) is not None for run in g.runs.values())]
         choice = _choose(scored, metric) if len(scored) >= 2 else None
         if choice is not None:
             chosen, seeds = choice
-            rows.append(MethodRuns(*key, chosen.method, chosen.runs, label=_chosen_label(name(chosen), how, seeds, chosen)))
+            label = _chosen_label(method, setting(chosen), how, seeds, chosen)
+            rows.append(MethodRuns(*key, chosen.method, chosen.runs, label=label))
     return rows
 
 
@@ -130,7 +133,7 @@ def chosen_alpha_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
         if group.alpha is not None:
             by_key[group.key].append(group)
     return [row for key, candidates in by_key.items() if len(candidates) >= 2
-            for row in _chosen_rows(key, candidates, lambda g: f"gptq+qep(α={g.alpha:g}")]
+            for row in _chosen_rows(key, candidates, "gptq+qep", lambda g: f"α={g.alpha:g}")]
 
 
 def chosen_fade_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
@@ -141,8 +144,8 @@ def chosen_fade_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
         if _is_fade(group) and group.dev_wers() is not None:
             by_key[group.key].append(group)
     return [row for key, candidates in by_key.items() if len(candidates) >= 2
-            for row in _chosen_rows(key, candidates,
-                                    lambda g: f"{FADE_METHOD}({g.method[len(FADE_METHOD):].strip('()') or 'defaults'}")]
+            for row in _chosen_rows(key, candidates, FADE_METHOD,
+                                    lambda g: g.method[len(FADE_METHOD):].strip("()") or "defaults")]
 
 
 def fp_wer(group: MethodRuns) -> float:
