@@ -39,5 +39,6 @@ def main() -> None:
     configure_process()
     _app()
 
+
 if __name__ == "__main__":
     main()

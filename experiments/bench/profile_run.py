@@ -14,13 +14,14 @@ attention and FFN of one 30-second window), as in eval_vs_peers.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import time
 from pathlib import Path
 
-from fade.process import configure_process  # noqa: E402
+from fade.process import configure_process
 
 configure_process()  # OpenMP waiting and glibc heap, as the fade CLI does (fade/process.py)
 
@@ -33,6 +34,13 @@ def _top_ops(profile, top: int) -> list[dict]:
     total = sum(e.self_cpu_time_total for e in rows) or 1.0
     return [{"op": e.key, "calls": e.count, "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3),
              "share": round(e.self_cpu_time_total / total, 4)} for e in rows[:top]]
+
+
+def _profiler(profile: bool):
+    """torch.profiler over CPU operators, or a context that profiles nothing (yields None)."""
+    import torch
+
+    return torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else contextlib.nullcontext()
 
 
 def _calibrate(args, profile: bool):
@@ -53,11 +61,8 @@ def _calibrate(args, profile: bool):
                                       policy=ConstantAlpha(0.5), record_uncorrected=False, batch_size=8,
                                       stats_product_dtype=torch.float32)  # the CLI's default (calibration.stats_product_dtype)
     wall, cpu = time.perf_counter(), time.process_time()
-    if profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            result = calibrator.run(utterances)
-    else:
-        prof, result = None, calibrator.run(utterances)
+    with _profiler(profile) as prof:
+        result = calibrator.run(utterances)
     return result, time.perf_counter() - wall, time.process_time() - cpu, prof
 
 
@@ -78,11 +83,8 @@ def _evaluate(args, model, profile: bool):
     out = REPO / "outputs" / "bench" / "profile_eval"
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        if profile:
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                metrics = evaluate(get_family("whisper"), model, dm, out, device=torch.device("cpu"), progress_bar=False)
-        else:
-            prof, metrics = None, evaluate(get_family("whisper"), model, dm, out, device=torch.device("cpu"), progress_bar=False)
+        with _profiler(profile) as prof:
+            metrics = evaluate(get_family("whisper"), model, dm, out, device=torch.device("cpu"), progress_bar=False)
     finally:
         pre.remove()
         post.remove()

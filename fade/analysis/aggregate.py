@@ -5,8 +5,9 @@ Writes, under ``<first folder>/aggregate/`` (or ``--out``):
   (sample std over seeds), min and max, the difference to full precision, and the dev WER where runs
   scored a dev split. For QEP with several global α values two extra rows name the α chosen by the
   lowest mean dev WER (a fair baseline) and by the lowest mean test WER (an oracle: it looks at the
-  test set), both over the calibration seeds every α ran (named in the label when fewer than the chosen α's). Likewise, when several FADE variants (the signal ablations) scored a dev split, two rows
-  name the variant chosen on dev and, as an oracle, the one chosen on test;
+  test set), both over the calibration seeds every α ran (named in the label when fewer than the
+  chosen α's). Likewise, when several FADE variants (the signal ablations) scored a dev split, two
+  rows name the variant chosen on dev and, as an oracle, the one chosen on test;
 - ``comparisons.{md,csv,tex}``: paired comparisons on the seeds two methods share (paired t-test and
   Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
   with its 95 % interval (fade/analysis/stats.py).
@@ -242,7 +243,7 @@ def default_pairs(groups: Sequence[MethodRuns]) -> list[tuple[MethodRuns, Method
                 pairs.append((named[a], named[b]))
         if not fades and len(members) == 2:
             pairs.append((members[1], members[0]))
-    return _unique(pairs)
+    return pairs
 
 
 def chosen_pairs(groups: Sequence[MethodRuns], alpha_rows: Sequence[MethodRuns],
@@ -255,10 +256,11 @@ def chosen_pairs(groups: Sequence[MethodRuns], alpha_rows: Sequence[MethodRuns],
     for row in fade_rows:
         pairs += [(row, g) for g in groups if g.key == row.key and g.name in ("gptq+qep(α=0.5)", "gptq")]
         pairs += [(row, a) for a in alpha_rows if a.key == row.key]
-    return _unique(pairs)
+    return pairs
 
 
-def _unique(pairs):
+def _unique(pairs: Sequence[tuple[MethodRuns, MethodRuns]]) -> list[tuple[MethodRuns, MethodRuns]]:
+    """Each (model, a, b) comparison once, in first-seen order."""
     unique: dict[tuple, tuple[MethodRuns, MethodRuns]] = {}
     for a, b in pairs:
         unique.setdefault((a.key, a.name, b.name), (a, b))
