@@ -9,15 +9,15 @@ set -u
 MODEL=${1:-whisper_tiny_en}; shift || true
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 BITS=${BITS:-"w3g128 w4g128"}
-ALPHAS=${ALPHAS:-"0.25 0.75 1.0"}   # 0.5 runs in the main block; α=0 is GPTQ on X̂ (method=gptq)
+ALPHAS=${ALPHAS-"0.25 0.75 1.0"}   # 0.5 runs in the main block; α=0 is GPTQ on X̂ (method=gptq)
 DEV=${DEV:-100}                      # dev utterances per QEP run, for choosing the global α without the test set
 # Signal ablations (after the grid; ABLATE=0 skips them): FADE with one signal at a time, each candidate,
 # scored on the dev split too, so the winning signal is chosen on dev and reported on test.
 ABLATE=${ABLATE:-1}
 ABLATION_BITS=${ABLATION_BITS:-w3g128}
-ABLATION_SEEDS=${ABLATION_SEEDS:-"0 1"}
-V_INT=${V_INT:-"rtn_error kurtosis outlier_ratio crest_factor low_stable_rank"}
-R_CALIB=${R_CALIB:-"predicted_gain heldout_gain heldout_alpha correction_size input_discrepancy hessian_effective_rank hessian_conditioning"}
+ABLATION_SEEDS=${ABLATION_SEEDS-"0 1"}
+V_INT=${V_INT-"rtn_error kurtosis outlier_ratio crest_factor low_stable_rank"}
+R_CALIB=${R_CALIB-"predicted_gain heldout_gain heldout_alpha correction_size input_discrepancy hessian_effective_rank hessian_conditioning"}
 run() { fade -m experiment=fade_grid model="$MODEL" runner.progress_bar=false "$@" || echo "FAILED: $*" >&2; }
 
 for bits in $BITS; do

@@ -138,6 +138,8 @@ def test_replaying_frozen_submodules_changes_nothing(family, tiny_manifest):
         results.append(calibrator.run(utterances))
         # later stages reached their inputs without re-running the finished ones (both streams)
         assert calibrator.replayed_stages == (2 * (len(get_family(family).stages(loaded)) - 1) if cache else 0)
+        # and attention outputs came from the output projection alone, without the attention core
+        assert (calibrator.shortcut_calls > 0) == cache
     cached, recomputed = results
     assert [r["name"] for r in cached.records] == [r["name"] for r in recomputed.records]
     for a, b in zip(cached.records, recomputed.records):

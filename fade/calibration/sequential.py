@@ -28,8 +28,12 @@ Frozen sub-modules are not re-run. Within a block, every group's partial forward
 the block input; a direct child of the block whose Linears are all quantized already (the
 attention module once its q/k/v/out projections are done) gives the same output on every later
 call for that batch, so its output is kept (one hidden-size tensor per batch and stream, dropped
-when the block is done) and replayed instead of recomputing the attention. The result is bit for
-bit the same as recomputing it (tested); ``cache_frozen_outputs=False`` turns it off.
+when the block is done) and replayed instead of recomputing the attention. The first time such an
+output is needed it is not recomputed either: the attention module ends with its output projection,
+whose input was caught at that projection's own turn, so the output is that projection applied to
+the kept input (checked bit for bit against a full run on the first batch of every block). The
+result is bit for bit the same as recomputing everything (tested); ``cache_frozen_outputs=False``
+turns replay off, ``attention_shortcut=False`` only the last step.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from fade.calibration.layer import AlphaPolicy, LayerStatistics, QuantizedWeight, QuantizerSettings, process_linear
@@ -111,30 +114,77 @@ class _FrozenOutputs:
     """Replays the outputs of a block's frozen children (see the module docstring).
 
     ``linears_of_child`` maps each direct child of the block to the names (relative to the block)
-    of the planned Linears inside it; a child is frozen once all of them are in ``done``.
-    Children with no planned Linear (norms, activations) are cheap and left alone.
+    of the planned Linears inside it, in forward order; a child is frozen once all of them are in
+    ``done``. Children with no planned Linear (norms, activations) are cheap and left alone.
+
+    The first output of a frozen child is not always computed by running it: an attention module
+    ends with its output projection, so its output is that Linear applied to the input caught at
+    the Linear's own turn (``remember_input``), and the attention core need not run a second time.
+    Whether a child really returns its last Linear's output (alone, or first in a tuple of Nones)
+    is checked bit for bit on the first batch that has both; a child that fails the check is
+    simply run, as before.
     """
 
     def __init__(self, block: torch.nn.Module, linears_of_child: dict[str, list[str]], num_batches: int):
         self.block = block
         self.linears_of_child = linears_of_child
         self.outputs: dict[str, list[Any]] = {name: [None] * num_batches for name in linears_of_child}
+        self.last_linear = {child: names[-1] for child, names in linears_of_child.items()}
+        self.last_inputs: dict[str, list[torch.Tensor | None]] = {name: [None] * num_batches for name in linears_of_child}
+        #: child -> position of the Linear's output in the child's output (-1: the output itself);
+        #: None until checked, False when the child's output is something else.
+        self.shortcut: dict[str, int | bool | None] = {name: None for name in linears_of_child}
+        self.shortcut_calls = 0
 
     def frozen(self, done: set[str]) -> list[str]:
         return [child for child, names in self.linears_of_child.items() if all(n in done for n in names)]
 
+    def remember_input(self, linear_name: str, batch: int, x: torch.Tensor) -> None:
+        """Keep the input of a child's last Linear, caught at that Linear's turn (see the class docstring)."""
+        child = linear_name.split(".")[0]
+        if self.last_linear.get(child) == linear_name and self.shortcut[child] is not False:
+            self.last_inputs[child][batch] = x
+
+    def _last_linear_output(self, child: str, batch: int) -> torch.Tensor:
+        x = self.last_inputs[child][batch]
+        self.last_inputs[child][batch] = None
+        return self.block.get_submodule(self.last_linear[child])(x)
+
+    @staticmethod
+    def _position(output, expected: torch.Tensor) -> int | bool:
+        if isinstance(output, torch.Tensor):
+            return -1 if torch.equal(output, expected) else False
+        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor) and all(o is None for o in output[1:]):
+            return len(output) if torch.equal(output[0], expected) else False
+        return False
+
+    def _check_shortcut(self, child: str, batch: int) -> None:
+        if self.shortcut[child] is None and self.last_inputs[child][batch] is not None:
+            self.shortcut[child] = self._position(self.outputs[child][batch], self._last_linear_output(child, batch))
+            if self.shortcut[child] is False:
+                log.info("%s does not return its %s output as is: it is run instead", child, self.last_linear[child])
+                self.last_inputs[child] = [None] * len(self.last_inputs[child])
+        self.last_inputs[child][batch] = None
+
     def call(self, done: set[str], batch: int, run):
         """Run ``run()`` with frozen children replayed (or recorded, the first time)."""
-        handles, patched = [], []
+        handles, patched, recorded = [], [], []
         for child_name in self.frozen(done):
             child = self.block.get_submodule(child_name)
             if "forward" in child.__dict__:
                 continue  # someone else patched this instance (e.g. an offloading hook): leave it
+            position = self.shortcut[child_name]
+            if self.outputs[child_name][batch] is None and position not in (None, False) \
+                    and self.last_inputs[child_name][batch] is not None:
+                y = self._last_linear_output(child_name, batch)
+                self.outputs[child_name][batch] = y if position == -1 else (y,) + (None,) * (position - 1)
+                self.shortcut_calls += 1
             cached = self.outputs[child_name][batch]
             if cached is None:
                 def keep(_module, _args, output, child_name=child_name):
                     self.outputs[child_name][batch] = _clone(output)
                 handles.append(child.register_forward_hook(keep))
+                recorded.append(child_name)
             else:
                 child.forward = lambda *args, _cached=cached, **kwargs: _clone(_cached)
                 patched.append(child)
@@ -145,6 +195,9 @@ class _FrozenOutputs:
                 handle.remove()
             for child in patched:
                 del child.forward
+            for child_name in recorded:
+                if self.outputs[child_name][batch] is not None:
+                    self._check_shortcut(child_name, batch)
 
 
 @dataclass
@@ -172,7 +225,8 @@ class SequentialCalibrator:
                  policy: AlphaPolicy | None = None, qep_damp: float = 0.01, exclude: Sequence[str] = (),
                  compensation_exclude: Sequence[str] = (), batch_size: int = 8, track_fp: bool = True,
                  record_uncorrected: bool = True, stats_dtype: torch.dtype = torch.float64,
-                 stats_product_dtype: torch.dtype | None = None, cache_frozen_outputs: bool = True):
+                 stats_product_dtype: torch.dtype | None = None, cache_frozen_outputs: bool = True,
+                 attention_shortcut: bool = True):
         self.family = family
         self.loaded = loaded
         self.settings = settings
@@ -191,10 +245,14 @@ class SequentialCalibrator:
         # forward = forward_q + forward_fp (the quantized and the full-precision stream)
         self.timers: dict[str, float] = {"forward": 0.0, "forward_q": 0.0, "forward_fp": 0.0, "statistics": 0.0, "solve": 0.0}
         self.cache_frozen_outputs = cache_frozen_outputs
+        #: Build a frozen attention output from its output Linear alone (see _FrozenOutputs); False is
+        #: the benchmarks' baseline. Exact either way.
+        self.attention_shortcut = attention_shortcut and cache_frozen_outputs
         #: Names (relative to the current block) of the Linears quantized so far in that block.
         self._done: set[str] = set()
         self._frozen: dict[str, _FrozenOutputs] = {}  # per stream, for the current block
         self.replayed_stages = 0  # stage-input catches that replayed finished stages (for tests)
+        self.shortcut_calls = 0  # frozen attention outputs computed from their output Linear alone (for tests)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -319,6 +377,9 @@ class SequentialCalibrator:
         for b, batch in enumerate(batches):
             x_q = self._group_input("q", q_block, q_block.get_submodule(first), q_inputs[b], b)
             x_fp = self._group_input("fp", fp_block, fp_block.get_submodule(first), fp_inputs[b], b) if self.track_fp else None
+            for stream, x in (("q", x_q), ("fp", x_fp)) if self.attention_shortcut else ():
+                if stream in self._frozen and x is not None:
+                    self._frozen[stream].remember_input(first, b, x)
             mask = batch.masks.get("encoder" if group.reads_encoder_output else stage.mask)
             if mask is not None and tuple(mask.shape) != tuple(x_q.shape[:-1]):
                 mask = None if mask.all() else mask  # e.g. a stage whose hidden states are packed
@@ -441,6 +502,7 @@ class SequentialCalibrator:
                         self._add_forward_time("fp", start)
                     else:
                         fp_inputs = q_inputs
+                    self.shortcut_calls += sum(f.shortcut_calls for f in self._frozen.values())
                     self._frozen = {}  # the block is done: free its kept outputs
                     log.info("calibrated %s (%d/%d)", prefix, index + 1, len(q_blocks))
                 # The outputs of the stage's last block stand in for the whole stage when later stages catch their inputs.
