@@ -31,7 +31,7 @@ import torch
 
 from fade.errors import QuantizationError
 
-__all__ = ["HessianAccumulator", "QEPStatistics"]
+__all__ = ["HessianAccumulator", "QEPStatistics", "gram"]
 
 _ALLOWED_DTYPES = (torch.float64, torch.float32)
 
@@ -61,6 +61,31 @@ def _tokens(x: torch.Tensor, in_features: int, mask: torch.Tensor | None, what: 
     return tokens[mask.reshape(-1).to(device=tokens.device, dtype=torch.bool)]
 
 
+#: Inputs at least this wide get their Gram matrix by blocks (see ``gram``); narrower ones are
+#: faster as one product (measured on 2 CPU threads: 384-wide blocks lose, 1536-wide inputs gain 1.6×).
+GRAM_BLOCK_MIN_FEATURES = 1024
+GRAM_BLOCK = 512
+
+
+def gram(tokens: torch.Tensor) -> torch.Tensor:
+    """tokensᵀ · tokens, computing only the blocks on and below the diagonal.
+
+    The product is symmetric, so wide inputs (an MLP's second layer: 1536 in tiny.en, 2048 in
+    base) skip the blocks above the diagonal and mirror the ones below, as BLAS ``syrk`` would:
+    with three 512-wide blocks, 6 of 9 block products. Each entry is the same dot product over the
+    same tokens as in the full product.
+    """
+    d = tokens.shape[-1]
+    if d < GRAM_BLOCK_MIN_FEATURES:
+        return tokens.T @ tokens
+    out = torch.empty(d, d, dtype=tokens.dtype, device=tokens.device)
+    for start in range(0, d, GRAM_BLOCK):
+        stop = min(start + GRAM_BLOCK, d)
+        out[start:stop, :stop] = tokens[:, start:stop].T @ tokens[:, :stop]
+        out[:start, start:stop] = out[start:stop, :start].T
+    return out
+
+
 class HessianAccumulator:
     """Running H = Σ x xᵀ and token count for one linear layer."""
 
@@ -80,7 +105,7 @@ class HessianAccumulator:
             self.device = self.device if self.device is not None else x.device
             self._sum = torch.zeros(self.in_features, self.in_features, dtype=self.dtype, device=self.device)
         tokens = tokens.to(device=self.device, dtype=self.product_dtype)
-        self._sum += (tokens.T @ tokens).to(self.dtype)
+        self._sum += gram(tokens).to(self.dtype)
         self.num_tokens += tokens.shape[0]
 
     @property
@@ -123,7 +148,7 @@ class QEPStatistics:
         q = q.to(device=self.device, dtype=self.product_dtype)
         # δ = x − x̂ is formed after the cast (in float32 at least), so small differences
         # between two nearby bf16/fp16 activations are not lost.
-        self._hessian_q += (q.T @ q).to(self.dtype)
+        self._hessian_q += gram(q).to(self.dtype)
         self._cross += ((fp - q).T @ q).to(self.dtype)
         self.num_tokens += q.shape[0]
 

@@ -93,3 +93,17 @@ def test_float32_products_stay_within_the_stated_bound():
     for a, b in ((exact.hessian_q, fast.hessian_q), (exact.cross, fast.cross), (h_exact.hessian, h_fast.hessian)):
         assert (a - b).abs().max() <= 1e-4 * a.abs().max()
         assert not torch.equal(a, b)  # the float32 path really is a different computation
+
+
+@pytest.mark.parametrize("features", [8, 1024, 1100, 1536])
+def test_gram_by_blocks_matches_the_full_product(features):
+    """Wide inputs skip the blocks above the diagonal; the result is still the full product."""
+    from fade.quant.hessian import gram
+
+    torch.manual_seed(features)
+    tokens = torch.randn(300, features, dtype=torch.float64)
+    result = gram(tokens)
+    torch.testing.assert_close(result, tokens.T @ tokens, rtol=1e-12, atol=1e-9)
+    # Blocks above the diagonal are mirrors of those below (a BLAS may round the diagonal blocks
+    # asymmetrically in the last bit, as it does in the full product).
+    torch.testing.assert_close(result, result.T, rtol=1e-12, atol=1e-9)
