@@ -324,6 +324,7 @@ class Frame:
 
     width: float
     height: float
+    margin_bottom: float = MARGIN_BOTTOM
 
     @property
     def left(self) -> float:
@@ -339,7 +340,7 @@ class Frame:
 
     @property
     def bottom(self) -> float:
-        return self.height - MARGIN_BOTTOM
+        return self.height - self.margin_bottom
 
 
 def attributes(values: dict[str, Any]) -> str:
@@ -541,11 +542,15 @@ def error_chart(entries: Sequence[Entry]) -> str | None:
 # ----------------------------------------------------------------------------------- WER chart
 
 def category_lines(label: str) -> list[str]:
-    """A method label on one or two lines: ``gptq+fade`` / ``(v_int=kurtosis)`` under it."""
+    """A method label on a few short lines: ``gptq+fade`` / ``(v_int=None,`` / ``r_calib=heldout_gain)``.
+
+    One setting per line keeps each slot narrow, so a sweep with many variants still fits the
+    page without the browser shrinking the whole chart (and its text) to fit."""
     for separator in (" [", "("):
         head, found, tail = label.partition(separator)
         if found and head:
-            return [head, (found + tail).strip()]
+            settings = (found + tail).strip().split(",")
+            return [head] + [part.strip() + ("," if i < len(settings) - 1 else "") for i, part in enumerate(settings)]
     return [label]
 
 
@@ -590,10 +595,14 @@ def wer_chart(entries: Sequence[Entry], fp_wer: float | None) -> str:
     """WER per method for one (model, dataset, precision): a dot per run (seed), the mean over
     seeds as a short bar with its value, and the full-precision WER as a dashed line."""
     methods = group_by(entries, "method")
-    longest = max(len(line) for (method,) in methods for line in category_lines(method))
-    slot = max(130.0, 6.5 * longest + 12)  # room for the method label under each slot
+    labels = [category_lines(method) for (method,) in methods]
+    longest = max(len(line) for lines in labels for line in lines)
+    slot = max(110.0, 6.5 * longest + 12)  # room for the method label under each slot
+    extra_lines = max(len(lines) for lines in labels) - 2  # the margin holds two label lines
+    margin_bottom = MARGIN_BOTTOM + 13 * max(0, extra_lines)
     # At least 580 px: the legend fits, and two charts still sit side by side on the 1180 px page.
-    frame = Frame(max(580, round(MARGIN_LEFT + MARGIN_RIGHT + slot * len(methods))), WER_CHART_HEIGHT)
+    frame = Frame(max(580, round(MARGIN_LEFT + MARGIN_RIGHT + slot * len(methods))),
+                  WER_CHART_HEIGHT + margin_bottom - MARGIN_BOTTOM, margin_bottom)
     slot = (frame.right - frame.left) / len(methods)
     wers = [e.wer for e in entries if e.wer is not None] + ([fp_wer] if fp_wer is not None else [])
     y = value_scale(wers or [0.0], frame.bottom, frame.top, include_zero=True)
