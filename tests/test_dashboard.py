@@ -361,3 +361,13 @@ def test_a_global_alpha_is_named_not_charted(tmp_path):
     note = page[page.index('id="global-alpha"'):]
     assert "gptq+qep" in note[:note.index("</p>")] and "α = 0.25" in note[:note.index("</p>")]
     assert "gptq+fade" not in note[:note.index("</p>")]
+
+
+def test_method_labels_put_one_setting_per_line():
+    """Long ablation labels wrap at their settings, so a slot stays narrow; short ones stay whole."""
+    from fade.analysis.dashboard import category_lines
+
+    assert category_lines("gptq") == ["gptq"]
+    assert category_lines("gptq+qep(α=0.5)") == ["gptq+qep", "(α=0.5)"]
+    assert category_lines("gptq+fade(v_int=None,r_calib=heldout_gain, chosen on dev)") == [
+        "gptq+fade", "(v_int=None,", "r_calib=heldout_gain,", "chosen on dev)"]
