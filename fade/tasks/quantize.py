@@ -105,11 +105,11 @@ def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, 
               "batch_size": r.batch_size, "num_beams": r.num_beams, "cap": [r.max_new_tokens_per_second, r.max_new_tokens_floor],
               "device": device.type}
     fp_metrics = cached_fp_evaluation(fp_key, out / "fp", lambda folder: evaluate(family, loaded, datamodule, folder, **eval_kwargs,
-                                                                                extra={"precision": "fp"}))
+                                                                                extra={"precision": "fp"}), search=out.parent)
     if dev is not None:  # the dev split's ids are in the key: each calibration seed has its own
         dev_key = {**fp_key, "dataset": {"dev_of": cfg.calibration.name, "ids": [u.id for u in dev.utterances]}}
         fp_dev_metrics = cached_fp_evaluation(dev_key, out / "dev" / "fp", lambda folder: evaluate(
-            family, loaded, dev, folder, **eval_kwargs, extra={"precision": "fp"}))
+            family, loaded, dev, folder, **eval_kwargs, extra={"precision": "fp"}), search=out.parent)
 
     start = time.perf_counter()
     result = calibrator.run(calibration)

@@ -23,13 +23,40 @@ _IGNORED = {"paths", "logger", "tags", "resume"}
 _IGNORED_RUNNER = {"progress_bar", "threads", "num_workers"}
 
 
+def _root_placeholders(cfg: DictConfig) -> list[tuple[str, str]]:
+    """``(resolved folder, placeholder)`` for every ``paths.*`` folder and the repository, longest first."""
+    from fade.config import repo_root
+
+    roots = {str(value): f"${{paths.{key}}}" for key, value in (OmegaConf.to_container(cfg.paths, resolve=True) or {}).items()
+             if isinstance(value, str) and value} if "paths" in cfg else {}
+    roots.setdefault(repo_root(), "${fade_repo:}")
+    return sorted(roots.items(), key=lambda item: -len(item[0]))
+
+
+def _portable(tree: Any, roots: list[tuple[str, str]]) -> Any:
+    if isinstance(tree, dict):
+        return {key: _portable(value, roots) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_portable(value, roots) for value in tree]
+    if isinstance(tree, str):
+        for folder, placeholder in roots:
+            if tree == folder or tree.startswith(folder + "/"):
+                return placeholder + tree[len(folder):]
+    return tree
+
+
 def result_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without the keys that cannot change a run's numbers (stored in metrics.json)."""
+    """The resolved config without the keys that cannot change a run's numbers (stored in metrics.json).
+
+    Paths under a ``paths.*`` folder or the checkout are written relative to it
+    (``${paths.datasets}/kathleen/test.tsv``): the same run made in another clone, or committed and
+    read back on another machine, then has the same config and is not re-run.
+    """
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {key: value for key, value in data.items() if key not in _IGNORED}
     if isinstance(data.get("runner"), dict):
         data["runner"] = {key: value for key, value in data["runner"].items() if key not in _IGNORED_RUNNER}
-    return data
+    return _portable(data, _root_placeholders(cfg))
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
