@@ -125,8 +125,8 @@ class BitsConfig:
 class RunnerConfig:
     #: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     device: str = "auto"
-    #: Lightning devices for evaluation: 1 (default) or a list holding one GPU index. More than one
-    #: process is refused for now (DDP would score shards); run one sweep job per GPU instead.
+    #: Lightning devices for evaluation: 1 (default), a count or a list of GPU indices. More than one
+    #: spawns one process per device (ddp_spawn) and merges their transcripts (docs/launchers.md).
     devices: Any = 1
     batch_size: int = 16
     num_workers: int = 0

@@ -56,9 +56,13 @@ def test_rerunning_a_sweep_skips_finished_runs_and_redoes_a_crashed_one(tmp_path
     assert len(finished) == 2
     before = {p: p.stat().st_mtime_ns for p in finished}
     finished[0].unlink()  # as if that run had crashed before writing its result
+    import shutil
+
+    shutil.rmtree(tmp_path / "fade-cache" / "fp_eval")  # and as if on a fresh machine with the sweep folder committed
     result = run_command(command, tmp_path)
     assert result.returncode == 0
     assert (result.stdout + result.stderr).count("is complete for this config: skipped") == 1
+    assert "full-precision results reused from" in result.stdout + result.stderr
     assert finished[0].is_file() and finished[1].stat().st_mtime_ns == before[finished[1]]
     fingerprints = {json.loads(p.read_text())["config_fingerprint"] for p in finished}
     assert len(fingerprints) == 2  # the seeds differ, so do the configs
@@ -76,12 +80,12 @@ def test_an_empty_cache_takes_the_full_precision_result_from_a_finished_run_of_t
 
     key = {"model": "m", "dataset": {"name": "d"}}
     monkeypatch.setenv("FADE_CACHE", str(tmp_path / "cache-a"))
-    cached_fp_evaluation(key, tmp_path / "sweep" / "run0" / "fp", compute, search=tmp_path / "sweep")
+    cached_fp_evaluation(key, tmp_path / "sweep" / "run0" / "fp", compute)
     assert len(calls) == 1
     monkeypatch.setenv("FADE_CACHE", str(tmp_path / "cache-b"))  # a fresh machine with the sweep folder committed
-    metrics = cached_fp_evaluation(key, tmp_path / "sweep" / "run1" / "fp", compute, search=tmp_path / "sweep")
+    metrics = cached_fp_evaluation(key, tmp_path / "sweep" / "run1" / "fp", compute, [tmp_path / "sweep" / "run0" / "fp"])
     assert len(calls) == 1 and metrics["wer"] == 0.05
     assert (tmp_path / "sweep" / "run1" / "fp" / "hypotheses.jsonl").read_text() == '{"id": "u0"}\n'
     monkeypatch.setenv("FADE_CACHE", str(tmp_path / "cache-c"))  # another key is computed, not copied
-    cached_fp_evaluation({**key, "model": "other"}, tmp_path / "sweep" / "run2" / "fp", compute, search=tmp_path / "sweep")
+    cached_fp_evaluation({**key, "model": "other"}, tmp_path / "sweep" / "run2" / "fp", compute, [tmp_path / "sweep" / "run0" / "fp"])
     assert len(calls) == 2

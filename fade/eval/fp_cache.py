@@ -17,7 +17,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from fade.cache import atomic_directory, cache_root
 
@@ -48,28 +48,27 @@ def fp_cache_key(parts: dict[str, Any]) -> str:
 _RESULT_FILES = ("hypotheses.jsonl", "metrics.json")
 
 
-def _finished_copy(key: str, search: Path | None) -> Path | None:
-    """A run folder's copy of the full-precision result with this key under ``search``, if any."""
-    if search is None or not search.is_dir():
-        return None
-    for marker in sorted(search.rglob("fp_cache_key")):
-        folder = marker.parent
-        if marker.read_text().strip() == key and all((folder / name).is_file() for name in _RESULT_FILES):
+def _finished_copy(key: str, candidates: Iterable[Path]) -> Path | None:
+    """The first candidate folder holding a complete copy of the result with this key."""
+    for folder in candidates:
+        marker = folder / "fp_cache_key"
+        if marker.is_file() and marker.read_text().strip() == key and all((folder / name).is_file() for name in _RESULT_FILES):
             return folder
     return None
 
 
 def cached_fp_evaluation(parts: dict[str, Any], output_dir: Path, compute: Callable[[Path], dict[str, Any]],
-                         search: Path | None = None) -> dict[str, Any]:
+                         candidates: Iterable[Path] = ()) -> dict[str, Any]:
     """Copy a cached full-precision result into ``output_dir``, computing it on a miss.
 
-    On a miss, a copy with the same key under ``search`` (the sweep folder) fills the cache first.
+    On a miss, a copy with the same key among ``candidates`` (the same folder of the sweep's other
+    runs) fills the cache first.
     """
     key = fp_cache_key(parts)
     entry = cache_root() / "fp_eval" / key
     if not (entry / "metrics.json").is_file():
         with atomic_directory(entry) as tmp:
-            found = _finished_copy(key, search)
+            found = _finished_copy(key, candidates)
             if found is not None:
                 log.info("full-precision results reused from %s (same model, data and decoding)", found)
                 for name in _RESULT_FILES:

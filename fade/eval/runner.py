@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 from fade.cache import atomic_write_json, atomic_write_text
 from fade.data.datamodule import SpeechDataModule
-from fade.errors import ConfigError
 from fade.eval.module import TranscriptionModule
 from fade.eval.wer import normalize, score
 from fade.models.base import LoadedModel, ModelFamily
@@ -37,39 +38,69 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _trainer(device: torch.device, devices: Any, progress_bar: bool) -> L.Trainer:
+class _RankPredictionWriter(BasePredictionWriter):
+    """Each evaluation process writes its share of the transcripts to ``folder/rank<N>.json``.
+
+    Lightning's documented way to collect predictions of several processes: a spawned process
+    returns only rank 0's predictions, so every rank writes its own file and the calling process
+    merges them (``UnrepeatedDistributedSamplerWrapper`` gives each utterance to exactly one rank).
+    """
+
+    def __init__(self, folder: Path):
+        super().__init__(write_interval="batch")  # per batch: spawned predict loops keep no predictions
+        self.folder = Path(folder)
+        self.rows: list[dict[str, Any]] = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        self.rows.extend(prediction)
+
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        atomic_write_text(self.folder / f"rank{trainer.global_rank}.json", json.dumps(self.rows))
+
+
+def _trainer(device: torch.device, devices: Any, progress_bar: bool, callbacks: list | None = None) -> L.Trainer:
     # Lightning announces the hardware and advertises add-ons at INFO on every Trainer; fade
     # records the device in metrics.json instead.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
     if device.type == "cuda" and device.index is not None and devices == 1:
         devices = [device.index]  # runner.device=cuda:1 means that GPU, not the first visible one
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=devices,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress_bar,
-        inference_mode=True,
-    )
+    settings = dict(accelerator="gpu" if device.type == "cuda" else "cpu", devices=devices, logger=False,
+                    enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
+                    inference_mode=True, callbacks=callbacks)
+    trainer = L.Trainer(**settings)
     if trainer.world_size > 1:
-        # Lightning's DDP relaunches the command once per device and each process would score only
-        # its shard; until predictions are gathered across ranks, refuse instead of a partial WER.
-        raise ConfigError(
-            f"runner.devices={devices!r} asks for {trainer.world_size} evaluation processes, which fade does not gather "
-            f"yet; use runner.devices=1 and run one sweep job per GPU (hydra/launcher=parallel or slurm, docs/launchers.md)"
-        )
+        # Plain DDP re-launches the whole command once per device, which would calibrate again in
+        # every process (and restart a `fade -m` sweep); spawned processes instead receive the
+        # model as it is in memory, calibrated or not, and each transcribes a share of the data.
+        trainer = L.Trainer(**settings, strategy="ddp_spawn")
     return trainer
 
 
 def transcribe_dataset(family: ModelFamily, loaded: LoadedModel, datamodule: SpeechDataModule, *, device: torch.device,
                        devices: Any = 1, num_beams: int = 1, max_new_tokens_per_second: float = 10.0,
                        max_new_tokens_floor: int = 16, progress_bar: bool = True) -> list[dict[str, Any]]:
+    """Transcripts of every utterance, in the data module's order; ``devices`` > 1 shares them out."""
     module = TranscriptionModule(family, loaded, num_beams=num_beams, max_new_tokens_per_second=max_new_tokens_per_second,
                                  max_new_tokens_floor=max_new_tokens_floor)
-    batches = _trainer(device, devices, progress_bar).predict(module, datamodule=datamodule)
-    return [row for batch in batches for row in batch]
+    trainer = _trainer(device, devices, progress_bar)
+    if trainer.world_size == 1:
+        batches = trainer.predict(module, datamodule=datamodule)
+        return [row for batch in batches for row in batch]
+    with tempfile.TemporaryDirectory(prefix="fade-ranks-") as folder:
+        trainer = _trainer(device, devices, progress_bar, callbacks=[_RankPredictionWriter(Path(folder))])
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        shares = [Path(folder) / f"rank{rank}.json" for rank in range(trainer.world_size)]
+        missing = [path.name for path in shares if not path.is_file()]
+        if missing:
+            raise RuntimeError(f"evaluation processes {missing} returned no transcripts; see their errors above")
+        rows = [row for path in shares for row in json.loads(path.read_text())]
+    datamodule.setup()  # the spawned processes set up their own copies
+    order = {u.id: index for index, u in enumerate(datamodule.utterances)}
+    if sorted(order[row["id"]] for row in rows) != list(range(len(order))):
+        raise RuntimeError(f"{trainer.world_size} evaluation processes returned {len(rows)} transcripts for "
+                           f"{len(order)} utterances; each utterance must be transcribed exactly once")
+    return sorted(rows, key=lambda row: order[row["id"]])
 
 
 def evaluate(family: ModelFamily, loaded: LoadedModel, datamodule: SpeechDataModule, output_dir: Path, *,

@@ -27,6 +27,18 @@ def run_dir() -> Path:
         return Path.cwd()
 
 
+def sweep_copies(out: Path, relative: str) -> list[Path]:
+    """``relative`` in the other job folders of this run's sweep (none outside ``fade -m``)."""
+    from hydra.types import RunMode
+
+    try:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return []
+    except ValueError:
+        return []
+    return sorted(folder / relative for folder in out.parent.iterdir() if folder.is_dir() and folder != out)
+
+
 def setup_torch(cfg: DictConfig) -> torch.device:
     if cfg.runner.threads:
         torch.set_num_threads(int(cfg.runner.threads))

@@ -28,7 +28,7 @@ from fade.eval.runner import evaluate, format_table
 from fade.models.base import LoadedModel
 from fade.quant import GridSpec
 from fade.tasks.resume import result_config
-from fade.tasks.common import build_datamodule, build_model, family_of, instantiate_source, run_dir, setup_torch
+from fade.tasks.common import build_datamodule, build_model, family_of, instantiate_source, run_dir, setup_torch, sweep_copies
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,13 @@ def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, 
 
     fp_key = {"model": loaded.revision, "dtype": cfg.model.dtype, "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
               "batch_size": r.batch_size, "num_beams": r.num_beams, "cap": [r.max_new_tokens_per_second, r.max_new_tokens_floor],
-              "device": device.type}
+              "device": device.type, **({"devices": r.devices} if r.devices != 1 else {})}  # shares change batches
     fp_metrics = cached_fp_evaluation(fp_key, out / "fp", lambda folder: evaluate(family, loaded, datamodule, folder, **eval_kwargs,
-                                                                                extra={"precision": "fp"}), search=out.parent)
+                                                                                extra={"precision": "fp"}), sweep_copies(out, "fp"))
     if dev is not None:  # the dev split's ids are in the key: each calibration seed has its own
         dev_key = {**fp_key, "dataset": {"dev_of": cfg.calibration.name, "ids": [u.id for u in dev.utterances]}}
         fp_dev_metrics = cached_fp_evaluation(dev_key, out / "dev" / "fp", lambda folder: evaluate(
-            family, loaded, dev, folder, **eval_kwargs, extra={"precision": "fp"}), search=out.parent)
+            family, loaded, dev, folder, **eval_kwargs, extra={"precision": "fp"}), sweep_copies(out, "dev/fp"))
 
     start = time.perf_counter()
     result = calibrator.run(calibration)
