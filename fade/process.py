@@ -40,3 +40,31 @@ def configure_process() -> None:
     """Call first thing in a process that will run fade's heavy work (before torch is imported)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     fix_mmap_threshold()
+
+
+def _processor_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def platform_record(device: "str | object") -> dict[str, object]:
+    """What ran a job, stored with its results.
+
+    Low-bit results are sensitive to floating-point detail (vector kernel paths, thread counts):
+    at W3 one changed rounding decision early in the model moves the test WER by tenths of a point,
+    the size of the differences between methods. Runs are compared like for like only when this
+    matches (``fade-aggregate`` warns otherwise).
+    """
+    import torch
+
+    record = {"torch": torch.__version__, "cpu": _processor_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        record["gpu"] = torch.cuda.get_device_name(torch.device(str(device)))
+        record["cuda"] = torch.version.cuda
+    return record

@@ -181,3 +181,24 @@ def test_alpha_is_chosen_on_the_seeds_every_alpha_ran(tmp_path):
     methods = [r["method"] for r in result["summary"]]
     assert "gptq+qep(α=0.75, chosen on dev)" in methods  # chosen on seed 0, the only seed both ran
     assert "gptq+qep(α=0.5, oracle: chosen on test, seed 0)" in methods
+
+
+def test_runs_from_two_platforms_are_flagged(tmp_path, caplog):
+    for seed, cpu in ((0, "AVX512"), (1, "AVX2")):
+        folder = tmp_path / "s" / f"q{seed}"
+        _fake_run(folder, 0.5, seed, 0.2, 0.2)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["platform"] = {"torch": "2.13.0", "cpu_capability": cpu}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    with caplog.at_level("WARNING"):
+        result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
+    assert sorted(map(len, result["platforms"].values())) == [1, 1]
+    assert "made on 2 platforms" in caplog.text
+
+
+def test_the_random_sweep_records_one_platform(random_sweep):
+    from fade.analysis.aggregate import platforms
+    from fade.analysis.runs import find_runs
+
+    made_on = platforms(find_runs(random_sweep))
+    assert len(made_on) == 1 and "cpu_capability=" in next(iter(made_on))

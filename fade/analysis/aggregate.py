@@ -18,6 +18,7 @@ RTN uses no calibration data, so its one run stands for every seed (its spread i
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from collections import defaultdict
@@ -31,6 +32,8 @@ from fade.analysis.runs import Run, find_runs
 from fade.analysis.stats import paired_bootstrap, paired_seed_test
 from fade.cache import atomic_write_text, csv_text
 from fade.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: The method FADE's claims are tested against, and the baselines it is compared with.
 FADE_METHOD = "gptq+fade"
@@ -310,8 +313,26 @@ def to_latex(rows: Sequence[dict[str, Any]], columns) -> str:
                       *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
+def platforms(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """Run names by the platform that made them (``unknown`` for runs written before fade recorded it).
+
+    Low-bit WERs move by tenths of a point with floating-point detail (fade/process.py), so runs
+    from several platforms are not compared like for like.
+    """
+    found: dict[str, list[str]] = {}
+    for run in runs:
+        record = run.metrics.get("platform")
+        label = "unknown" if not record else ", ".join(f"{key}={record[key]}" for key in sorted(record))
+        found.setdefault(label, []).append(run.name)
+    return found
+
+
 def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, resamples: int = 10_000) -> dict[str, Any]:
     runs = [run for folder in folders for run in find_runs(folder)]
+    made_on = platforms(runs)
+    if len(made_on) > 1:
+        log.warning("these runs were made on %d platforms; differences between them mix methods with floating-point "
+                    "detail: %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
     groups = group_runs(runs)
     if not groups:
         raise DataError(f"no quantize runs under {', '.join(map(str, folders))}: nothing to aggregate")
@@ -326,7 +347,7 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
         atomic_write_text(out_dir / f"{stem}.md", to_markdown(rows, columns))
         atomic_write_text(out_dir / f"{stem}.csv", csv_text(rows))
         atomic_write_text(out_dir / f"{stem}.tex", to_latex(rows, columns))
-    return {"summary": summary, "comparisons": comparisons, "out": out_dir, "runs": len(runs)}
+    return {"summary": summary, "comparisons": comparisons, "out": out_dir, "runs": len(runs), "platforms": made_on}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from fade.data.datamodule import SpeechDataModule
 from fade.eval.module import TranscriptionModule
 from fade.eval.wer import normalize, score
 from fade.models.base import LoadedModel, ModelFamily
+from fade.process import platform_record
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def evaluate(family: ModelFamily, loaded: LoadedModel, datamodule: SpeechDataMod
         "utterances_per_second": round(len(rows) / seconds, 4) if seconds > 0 else None,
         "real_time_factor": round(seconds / audio_seconds, 5) if audio_seconds > 0 else None,
         "device": str(device),
+        "platform": platform_record(device),
         "batch_size": datamodule.batch_size,
         "num_beams": num_beams,
         "token_cap_rule": f"ceil({max_new_tokens_per_second} * seconds) + {max_new_tokens_floor}",
