@@ -1,0 +1,49 @@
+"""experiments/fade_grid.sh: every command it would run composes, and the stages add up to the documented grid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from fade.cli import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _commands(tmp_path: Path, **env: str) -> list[list[str]]:
+    """The argument lists the script passes to `fade`, recorded by a stand-in on PATH."""
+    stub = tmp_path / "bin" / "fade"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$*" >> "$FADE_CALLS"\n')
+    stub.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    run_env = {**os.environ, **env, "PATH": f"{stub.parent}:{os.environ['PATH']}", "FADE_CALLS": str(calls)}
+    subprocess.run(["bash", str(REPO / "experiments" / "fade_grid.sh"), "whisper_tiny_en"], env=run_env, check=True)
+    return [line.split() for line in calls.read_text().splitlines()]
+
+
+def test_every_grid_command_composes_and_the_stages_add_up(tmp_path):
+    commands = _commands(tmp_path)
+    assert all(c[:2] == ["-m", "experiment=fade_grid"] for c in commands)
+    runs = {frozenset(c[1:]) for c in commands}  # a run listed by two stages is one run (resume skips it)
+    main = 2 * (1 + 5 * 3)             # per width: RTN + 5 seeds × (GPTQ, QEP 0.5, FADE)
+    alpha = 2 * 5 * 3                  # α 0.25, 0.75, 1 per width and seed
+    followup = 2 * 5 * 1               # the heldout_gain variant per width and seed (QEP 0.5 repeats main)
+    ablate = 2 * (5 + 7)               # W3, seeds 0-1, each V_int and R_calib candidate (heldout_gain repeats followup)
+    assert len(runs) == main + alpha + followup + ablate - 2
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        for overrides in sorted(map(sorted, runs)):
+            cfg = compose("config", overrides=[o for o in overrides if o != "-m"])
+            assert cfg.model.name == "whisper-tiny.en" and cfg.dataset.name == "kathleen-test"
+
+
+def test_stages_are_picked_and_ordered_by_name(tmp_path):
+    commands = _commands(tmp_path, STAGES="followup", BITS="w3g128", SEEDS="3")
+    assert [c[-1] for c in commands] == ["calibration.dev_samples=100"] * 2
+    assert "compensation.r_calib=heldout_gain" in commands[1] and "method=qep" in commands[0]
+    result = subprocess.run(["bash", str(REPO / "experiments" / "fade_grid.sh")], env={**os.environ, "STAGES": "nope"},
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown stage nope" in result.stderr
