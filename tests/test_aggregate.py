@@ -202,3 +202,17 @@ def test_the_random_sweep_records_one_platform(random_sweep):
 
     made_on = platforms(find_runs(random_sweep))
     assert len(made_on) == 1 and "cpu_capability=" in next(iter(made_on))
+
+
+def test_loops_are_counted_on_test_and_dev(tmp_path):
+    for seed, (test_capped, dev_capped) in enumerate(((1, 2), (0, 1))):
+        folder = tmp_path / "s" / f"q{seed}"
+        _fake_run(folder, 0.5, seed, 0.2, 0.2)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["capped_utterances"] = test_capped
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        (folder / "dev" / "quantized").mkdir(parents=True)  # a run written before the summary held the dev count
+        (folder / "dev" / "quantized" / "metrics.json").write_text(json.dumps({"capped_utterances": dev_capped}))
+    row = next(r for r in aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)["summary"] if r["precision"] != "fp")
+    assert row["loops"] == "1/3"
+    assert "capped test/dev" in (tmp_path / "out" / "summary.md").read_text()

@@ -66,6 +66,17 @@ class MethodRuns:
         values = [run.metrics.get("wer_dev") for _, run in sorted(self.runs.items())]
         return None if any(v is None for v in values) else np.array(values, dtype=float)
 
+    def loops(self) -> str:
+        """Utterances that hit their token cap, summed over seeds: ``test/dev`` (``test`` without a dev split).
+
+        A looping utterance adds tens of insertions, so on a 100-utterance dev split two loops can
+        outweigh every other difference between two methods.
+        """
+        runs = [run for _, run in sorted(self.runs.items())]
+        test = sum(int(run.metrics.get("capped_utterances") or 0) for run in runs)
+        dev = [run.capped_dev for run in runs]
+        return f"{test}" if any(d is None for d in dev) else f"{test}/{sum(dev)}"
+
     def at_seed(self, seed: int) -> Run | None:
         if self.seed_free:
             return next(iter(self.runs.values()))
@@ -168,7 +179,7 @@ def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
             seen_fp.add(group.key)
             rows.append({"model": group.model, "dataset": group.dataset, "precision": "fp", "method": "full precision",
                          "seeds": "", "n": 1, "wer_mean": fp_wer(group), "wer_std": None, "wer_min": fp_wer(group),
-                         "wer_max": fp_wer(group), "delta_fp": 0.0, "wer_dev_mean": None})
+                         "wer_max": fp_wer(group), "delta_fp": 0.0, "wer_dev_mean": None, "loops": None})
         wers = group.wers()
         dev = group.dev_wers()
         rows.append({
@@ -177,7 +188,7 @@ def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
             "wer_mean": float(wers.mean()), "wer_std": float(wers.std(ddof=1)) if len(wers) > 1 else None,
             "wer_min": float(wers.min()), "wer_max": float(wers.max()),
             "delta_fp": float(wers.mean() - fp_wer(group)),
-            "wer_dev_mean": float(dev.mean()) if dev is not None else None,
+            "wer_dev_mean": float(dev.mean()) if dev is not None else None, "loops": group.loops(),
         })
     return rows
 
@@ -274,7 +285,8 @@ def _unique(pairs: Sequence[tuple[MethodRuns, MethodRuns]]) -> list[tuple[Method
 
 SUMMARY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("precision", "bits"), ("method", "method"),
                    ("seeds", "seeds"), ("wer_mean", "WER % mean"), ("wer_std", "± std"), ("wer_min", "min"),
-                   ("wer_max", "max"), ("delta_fp", "Δ FP"), ("wer_dev_mean", "dev WER %")]
+                   ("wer_max", "max"), ("delta_fp", "Δ FP"), ("wer_dev_mean", "dev WER %"),
+                   ("loops", "capped test/dev")]
 COMPARISON_COLUMNS = [("model", "model"), ("precision", "bits"), ("a", "a"), ("b", "b"), ("n", "seeds"),
                       ("mean_difference", "Δ WER % (a − b)"), ("a_better_on", "a better on"), ("t_pvalue", "paired t p"),
                       ("wilcoxon_pvalue", "Wilcoxon p"), ("std_a", "std a"), ("std_b", "std b"),

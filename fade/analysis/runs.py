@@ -60,6 +60,14 @@ class Run:
     def seed(self) -> int | None:
         return self.metrics.get("calibration_seed")
 
+    @property
+    def capped_dev(self) -> int | None:
+        """Dev utterances that hit their token cap (loops), or None for a run without a dev split."""
+        if "capped_utterances_dev" in self.metrics:
+            return self.metrics["capped_utterances_dev"]
+        path = self.path / "dev" / "quantized" / "metrics.json"
+        return json.loads(path.read_text()).get("capped_utterances") if path.is_file() else None
+
     @cached_property
     def layers(self) -> list[dict[str, Any]]:
         path = self.path / "layers.jsonl"

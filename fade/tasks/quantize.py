@@ -134,7 +134,8 @@ def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, 
     if dev is not None:
         q_dev_metrics = evaluate(family, quantized, dev, out / "dev" / "quantized", **eval_kwargs)
         dev_summary = {"wer_dev": q_dev_metrics["wer"], "wer_dev_fp": fp_dev_metrics["wer"],
-                       "dev_utterances": q_dev_metrics["utterances"], "dev_words": q_dev_metrics["words"]}
+                       "dev_utterances": q_dev_metrics["utterances"], "dev_words": q_dev_metrics["words"],
+                       "capped_utterances_dev": q_dev_metrics["capped_utterances"]}
     summary = {
         "model": loaded.name, "model_revision": loaded.revision, "dataset": datamodule.name, "method": method,
         "quantizer": settings.method, "compensation": cfg.compensation.name,
