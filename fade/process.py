@@ -52,6 +52,27 @@ def _processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def code_version() -> str:
+    """The fade commit that ran a job (``+dirty`` with uncommitted changes), else the package version."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "fade", "conf"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("fade")
+        except PackageNotFoundError:
+            return "unknown"
+
+
 def platform_record(device: "str | object") -> dict[str, object]:
     """What ran a job, stored with its results.
 

@@ -43,3 +43,15 @@ def test_an_mmap_threshold_in_the_environment_wins(monkeypatch):
 
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert fix_mmap_threshold() is False
+
+
+def test_code_version_names_the_checkout_commit():
+    from pathlib import Path
+
+    from fade.process import code_version
+
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert code_version().split("+")[0] == head.stdout.strip()

@@ -26,7 +26,7 @@ from fade.errors import ConfigError
 from fade.eval.fp_cache import cached_fp_evaluation
 from fade.eval.runner import evaluate, format_table
 from fade.models.base import LoadedModel
-from fade.process import platform_record
+from fade.process import code_version, platform_record
 from fade.quant import GridSpec
 from fade.tasks.resume import result_config
 from fade.tasks.common import build_datamodule, build_model, family_of, instantiate_source, run_dir, setup_torch, sweep_copies
@@ -150,7 +150,7 @@ def quantize_task(cfg: DictConfig, fingerprint: str | None = None) -> dict[str, 
         "kept_in_full_precision": "embeddings, convolutional stem, output projection and any quantizer.exclude match",
         "calibration_seconds": round(calibration_seconds, 2), "calibration_breakdown_seconds": result.seconds,
         "eval_seconds": q_metrics["seconds"], "eval_seconds_fp": fp_metrics["seconds"], "device": str(device),
-        "platform": platform_record(device),
+        "platform": platform_record(device), "code": code_version(),
         **dev_summary, "tags": list(cfg.tags), "config_fingerprint": fingerprint,
         "config": result_config(cfg),
     }
