@@ -59,7 +59,8 @@ class _RankPredictionWriter(BasePredictionWriter):
         atomic_write_text(self.folder / f"rank{trainer.global_rank}.json", json.dumps(self.rows))
 
 
-def _trainer(device: torch.device, devices: Any, progress_bar: bool, callbacks: list | None = None) -> L.Trainer:
+def _trainer(device: torch.device, devices: Any, progress_bar: bool, rank_folder: Path) -> L.Trainer:
+    """One evaluation Trainer; with several processes each writes its transcripts into ``rank_folder``."""
     # Lightning announces the hardware and advertises add-ons at INFO on every Trainer; fade
     # records the device in metrics.json instead.
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
@@ -68,13 +69,13 @@ def _trainer(device: torch.device, devices: Any, progress_bar: bool, callbacks: 
         devices = [device.index]  # runner.device=cuda:1 means that GPU, not the first visible one
     settings = dict(accelerator="gpu" if device.type == "cuda" else "cpu", devices=devices, logger=False,
                     enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
-                    inference_mode=True, callbacks=callbacks)
+                    inference_mode=True)
     trainer = L.Trainer(**settings)
     if trainer.world_size > 1:
         # Plain DDP re-launches the whole command once per device, which would calibrate again in
         # every process (and restart a `fade -m` sweep); spawned processes instead receive the
         # model as it is in memory, calibrated or not, and each transcribes a share of the data.
-        trainer = L.Trainer(**settings, strategy="ddp_spawn")
+        trainer = L.Trainer(**settings, strategy="ddp_spawn", callbacks=[_RankPredictionWriter(rank_folder)])
     return trainer
 
 
@@ -84,12 +85,11 @@ def transcribe_dataset(family: ModelFamily, loaded: LoadedModel, datamodule: Spe
     """Transcripts of every utterance, in the data module's order; ``devices`` > 1 shares them out."""
     module = TranscriptionModule(family, loaded, num_beams=num_beams, max_new_tokens_per_second=max_new_tokens_per_second,
                                  max_new_tokens_floor=max_new_tokens_floor)
-    trainer = _trainer(device, devices, progress_bar)
-    if trainer.world_size == 1:
-        batches = trainer.predict(module, datamodule=datamodule)
-        return [row for batch in batches for row in batch]
     with tempfile.TemporaryDirectory(prefix="fade-ranks-") as folder:
-        trainer = _trainer(device, devices, progress_bar, callbacks=[_RankPredictionWriter(Path(folder))])
+        trainer = _trainer(device, devices, progress_bar, rank_folder=Path(folder))
+        if trainer.world_size == 1:
+            batches = trainer.predict(module, datamodule=datamodule)
+            return [row for batch in batches for row in batch]
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
         shares = [Path(folder) / f"rank{rank}.json" for rank in range(trainer.world_size)]
         missing = [path.name for path in shares if not path.is_file()]

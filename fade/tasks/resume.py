@@ -33,11 +33,11 @@ def _root_placeholders(cfg: DictConfig) -> list[tuple[str, str]]:
     return sorted(roots.items(), key=lambda item: -len(item[0]))
 
 
-def _portable(tree: Any, roots: list[tuple[str, str]]) -> Any:
+def _relative_to_roots(tree: Any, roots: list[tuple[str, str]]) -> Any:
     if isinstance(tree, dict):
-        return {key: _portable(value, roots) for key, value in tree.items()}
+        return {key: _relative_to_roots(value, roots) for key, value in tree.items()}
     if isinstance(tree, list):
-        return [_portable(value, roots) for value in tree]
+        return [_relative_to_roots(value, roots) for value in tree]
     if isinstance(tree, str):
         for folder, placeholder in roots:
             if tree == folder or tree.startswith(folder + "/"):
@@ -56,7 +56,7 @@ def result_config(cfg: DictConfig) -> dict[str, Any]:
     data = {key: value for key, value in data.items() if key not in _IGNORED}
     if isinstance(data.get("runner"), dict):
         data["runner"] = {key: value for key, value in data["runner"].items() if key not in _IGNORED_RUNNER}
-    return _portable(data, _root_placeholders(cfg))
+    return _relative_to_roots(data, _root_placeholders(cfg))
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
