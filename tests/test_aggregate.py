@@ -216,3 +216,39 @@ def test_loops_are_counted_on_test_and_dev(tmp_path):
     row = next(r for r in aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)["summary"] if r["precision"] != "fp")
     assert row["loops"] == "1/3"
     assert "capped test/dev" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def _set_platform(folder: Path, cpu: str) -> None:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["platform"] = {"torch": "2.13.0", "cpu": cpu}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_methods_are_paired_only_within_one_platform(tmp_path):
+    # seed 0: both methods on Intel; seed 1: QEP on Intel, GPTQ on AMD (a cross-platform pair, left out)
+    for seed, gptq_cpu in ((0, "Intel"), (1, "AMD")):
+        _fake_run(tmp_path / "s" / f"q{seed}", 0.5, seed, 0.2, 0.2)
+        _set_platform(tmp_path / "s" / f"q{seed}", "Intel")
+        folder = tmp_path / "s" / f"g{seed}"
+        _fake_run(folder, 0.5, seed, 0.3 + 0.1 * seed, 0.3)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics.update(method="gptq", compensation="none", alpha=None)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        _set_platform(folder, gptq_cpu)
+    result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
+    (comparison,) = result["comparisons"]
+    assert (comparison["seeds"], comparison["n"], comparison["cross_platform"]) == ("0", 1, 1)
+    assert comparison["mean_difference"] == pytest.approx(0.2 - 0.3)
+    rows = {r["method"]: r for r in result["summary"]}
+    assert rows["gptq"]["platforms"] == 2 and rows["gptq"]["wer_mean"] == pytest.approx(0.35)  # the summary pools
+
+
+def test_alpha_is_chosen_on_seeds_whose_candidates_share_a_platform(tmp_path):
+    # seed 1's α=0.75 run came from another machine: the choice sees seed 0 only, where α=0.75 wins
+    for seed in (0, 1):
+        _fake_run(tmp_path / "s" / f"half{seed}", 0.5, seed, 0.20, 0.30 if seed == 0 else 0.01)
+        _fake_run(tmp_path / "s" / f"tq{seed}", 0.75, seed, 0.25, 0.20)
+        _set_platform(tmp_path / "s" / f"half{seed}", "Intel")
+        _set_platform(tmp_path / "s" / f"tq{seed}", "Intel" if seed == 0 else "AMD")
+    methods = [r["method"] for r in aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)["summary"]]
+    assert "gptq+qep(α=0.75, chosen on dev, seed 0)" in methods

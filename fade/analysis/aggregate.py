@@ -12,6 +12,12 @@ Writes, under ``<first folder>/aggregate/`` (or ``--out``):
   Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
   with its 95 % interval (fade/analysis/stats.py).
 
+Pairs are made on one platform only. Two CPUs round the same calibration differently from the first
+layer on, and at 3 bits that moves a run's WER by as much as a change of calibration seed, so a seed
+whose two runs come from different machines is left out of their comparison (and out of the α or
+signal choice), and the table says how many were. Summary rows pool every run: there the platform is
+one more source of run-to-run spread, which the ``platforms`` column counts.
+
 RTN uses no calibration data, so its one run stands for every seed (its spread is zero by construction).
 """
 
@@ -77,6 +83,9 @@ class MethodRuns:
         dev = [run.capped_dev for run in runs]
         return f"{test}" if any(d is None for d in dev) else f"{test}/{sum(dev)}"
 
+    def platforms(self) -> int:
+        return len({run.platform for run in self.runs.values()})
+
     def at_seed(self, seed: int) -> Run | None:
         if self.seed_free:
             return next(iter(self.runs.values()))
@@ -112,10 +121,12 @@ def _method_order(method: str) -> tuple:
 
 def _choose(candidates: Sequence[MethodRuns], key: str) -> tuple[MethodRuns, list[int]] | None:
     """The candidate with the lowest mean ``key`` (``wer`` or ``wer_dev``) over the calibration seeds that
-    every candidate ran and scored, and those seeds; None if they share none. Means over different
-    seeds would compare draws, not methods (a sweep in progress has more seeds of some candidates)."""
+    every candidate ran and scored on one platform, and those seeds; None if they share none. Means over
+    different seeds would compare draws, not methods (a sweep in progress has more seeds of some
+    candidates), and over different platforms floating-point detail as well."""
     seeds = sorted(set.intersection(*(
         {seed for seed, run in g.runs.items() if run.metrics.get(key) is not None} for g in candidates)))
+    seeds = [s for s in seeds if len({g.runs[s].platform for g in candidates}) == 1]
     if not seeds:
         return None
     chosen = min(candidates, key=lambda g: float(np.mean([g.runs[s].metrics[key] for s in seeds])))
@@ -179,7 +190,8 @@ def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
             seen_fp.add(group.key)
             rows.append({"model": group.model, "dataset": group.dataset, "precision": "fp", "method": "full precision",
                          "seeds": "", "n": 1, "wer_mean": fp_wer(group), "wer_std": None, "wer_min": fp_wer(group),
-                         "wer_max": fp_wer(group), "delta_fp": 0.0, "wer_dev_mean": None, "loops": None})
+                         "wer_max": fp_wer(group), "delta_fp": 0.0, "wer_dev_mean": None, "loops": None,
+                         "platforms": None})
         wers = group.wers()
         dev = group.dev_wers()
         rows.append({
@@ -189,6 +201,7 @@ def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
             "wer_min": float(wers.min()), "wer_max": float(wers.max()),
             "delta_fp": float(wers.mean() - fp_wer(group)),
             "wer_dev_mean": float(dev.mean()) if dev is not None else None, "loops": group.loops(),
+            "platforms": group.platforms(),
         })
     return rows
 
@@ -212,6 +225,12 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
         seeds = [0]
     else:
         seeds = sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
+    cross_platform = [s for s in seeds if not (a.seed_free or b.seed_free)
+                      and a.at_seed(s).platform != b.at_seed(s).platform]
+    if cross_platform:
+        log.info("%s against %s: seeds %s left out, their runs come from different platforms",
+                 a.name, b.name, " ".join(map(str, cross_platform)))
+        seeds = [s for s in seeds if s not in cross_platform]
     if not seeds:
         return None
     wer_a = np.array([a.at_seed(s).metrics["wer"] for s in seeds])
@@ -225,7 +244,8 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
     std_b = None if len(seeds) < 2 else 0.0 if b.seed_free else float(wer_b.std(ddof=1))
     return {
         "model": a.model, "dataset": a.dataset, "precision": a.precision, "a": a.name, "b": b.name,
-        "seeds": " ".join(map(str, seeds)), "n": len(seeds), "mean_difference": seed_test.mean_difference,
+        "seeds": " ".join(map(str, seeds)), "n": len(seeds), "cross_platform": len(cross_platform),
+        "mean_difference": seed_test.mean_difference,
         "a_better_on": int((wer_a < wer_b).sum()), "t_pvalue": seed_test.t_pvalue, "wilcoxon_pvalue": seed_test.wilcoxon_pvalue,
         "std_a": std_a, "std_b": std_b,
         "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high,
@@ -286,8 +306,9 @@ def _unique(pairs: Sequence[tuple[MethodRuns, MethodRuns]]) -> list[tuple[Method
 SUMMARY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("precision", "bits"), ("method", "method"),
                    ("seeds", "seeds"), ("wer_mean", "WER % mean"), ("wer_std", "± std"), ("wer_min", "min"),
                    ("wer_max", "max"), ("delta_fp", "Δ FP"), ("wer_dev_mean", "dev WER %"),
-                   ("loops", "capped test/dev")]
+                   ("loops", "capped test/dev"), ("platforms", "platforms")]
 COMPARISON_COLUMNS = [("model", "model"), ("precision", "bits"), ("a", "a"), ("b", "b"), ("n", "seeds"),
+                      ("cross_platform", "left out (platform)"),
                       ("mean_difference", "Δ WER % (a − b)"), ("a_better_on", "a better on"), ("t_pvalue", "paired t p"),
                       ("wilcoxon_pvalue", "Wilcoxon p"), ("std_a", "std a"), ("std_b", "std b"),
                       ("ci_low", "bootstrap 95 % low"), ("ci_high", "high")]
@@ -333,9 +354,7 @@ def platforms(runs: Sequence[Run]) -> dict[str, list[str]]:
     """
     found: dict[str, list[str]] = {}
     for run in runs:
-        record = run.metrics.get("platform")
-        label = "unknown" if not record else ", ".join(f"{key}={record[key]}" for key in sorted(record))
-        found.setdefault(label, []).append(run.name)
+        found.setdefault(run.platform, []).append(run.name)
     return found
 
 
@@ -343,8 +362,8 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     runs = [run for folder in folders for run in find_runs(folder)]
     made_on = platforms(runs)
     if len(made_on) > 1:
-        log.warning("these runs were made on %d platforms; differences between them mix methods with floating-point "
-                    "detail: %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
+        log.warning("these runs were made on %d platforms; methods are paired only within "
+                    "one platform: %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
     groups = group_runs(runs)
     if not groups:
         raise DataError(f"no quantize runs under {', '.join(map(str, folders))}: nothing to aggregate")
