@@ -187,10 +187,19 @@ def safe_dirname(override_dirname: str) -> str:
     return name
 
 
+def _platform_tag(device, threads) -> str:
+    from fade.process import platform_tag  # imports torch: only when a config asks for it
+
+    return platform_tag(str(device), int(threads) if threads else None)
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("fade_repo"):
         OmegaConf.register_new_resolver("fade_repo", repo_root)
     if not OmegaConf.has_resolver("fade_dirname"):
         OmegaConf.register_new_resolver("fade_dirname", safe_dirname)
+    if not OmegaConf.has_resolver("fade_platform"):
+        # ${fade_platform:${runner.device},${runner.threads}}: the FADE grid's per-platform sweep folder
+        OmegaConf.register_new_resolver("fade_platform", lambda device="auto", threads=None: _platform_tag(device, threads))
     store = ConfigStore.instance()
     store.store(name="fade_schema", node=FadeConfig)

@@ -22,6 +22,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import re
 
 #: glibc's M_MMAP_THRESHOLD parameter number (malloc.h) and its initial value.
 _M_MMAP_THRESHOLD = -3
@@ -51,6 +52,41 @@ def _processor_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def platform_label(record: dict[str, object] | None) -> str:
+    """A short name of a platform record: ``AMD EPYC, AVX512, 2 threads, torch 2.13.0+cpu`` (the GPU first
+    where one ran). Results are grouped by it, so it names everything that changes their rounding."""
+    if not record:
+        return "unknown"
+    cpu = str(record.get("cpu", "?"))
+    for noise in ("(R)", "(TM)", "(tm)", " Processor", " CPU"):
+        cpu = cpu.replace(noise, "")
+    cpu = re.sub(r"\s+@.*$", "", " ".join(cpu.split()))
+    label = f"{cpu}, {record.get('cpu_capability', '?')}, {record.get('torch_threads', '?')} threads"
+    if record.get("torch"):
+        label += f", torch {record['torch']}"
+    return f"{record['gpu']} ({label})" if record.get("gpu") else label
+
+
+def platform_tag(device: str = "auto", threads: int | None = None) -> str:
+    """A folder name for the platform a job runs on (``amd-epyc-avx512-2t``, ``cuda-nvidia-h200``).
+
+    The FADE grid keeps one sweep folder per platform (conf/experiment/fade_grid.yaml): runs are
+    only compared within one, and a grid resumed on another machine starts its own set of seeds
+    instead of pairing its runs with another CPU's.
+    """
+    import torch
+
+    device = str(device or "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = "cuda " + torch.cuda.get_device_name(torch.device(device))
+    else:
+        cores = os.cpu_count() or 1
+        name = f"{platform_label({'cpu': _processor_name(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(), 'torch_threads': threads or cores}).replace(' threads', 't')}"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def code_version() -> str:

@@ -201,7 +201,7 @@ def test_the_random_sweep_records_one_platform(random_sweep):
     from fade.analysis.runs import find_runs
 
     made_on = platforms(find_runs(random_sweep))
-    assert len(made_on) == 1 and "cpu_capability=" in next(iter(made_on))
+    assert len(made_on) == 1 and "threads, torch" in next(iter(made_on))
 
 
 def test_loops_are_counted_on_test_and_dev(tmp_path):
@@ -224,31 +224,35 @@ def _set_platform(folder: Path, cpu: str) -> None:
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
-def test_methods_are_paired_only_within_one_platform(tmp_path):
-    # seed 0: both methods on Intel; seed 1: QEP on Intel, GPTQ on AMD (a cross-platform pair, left out)
-    for seed, gptq_cpu in ((0, "Intel"), (1, "AMD")):
+def test_each_platform_gets_its_own_rows_and_is_compared_within_itself(tmp_path):
+    # seeds 0-1 of QEP and GPTQ on Intel; seed 0 of GPTQ again on AMD, where it rounds differently
+    for seed in (0, 1):
         _fake_run(tmp_path / "s" / f"q{seed}", 0.5, seed, 0.2, 0.2)
         _set_platform(tmp_path / "s" / f"q{seed}", "Intel")
-        folder = tmp_path / "s" / f"g{seed}"
-        _fake_run(folder, 0.5, seed, 0.3 + 0.1 * seed, 0.3)
+    for name, seed, cpu, wer in (("g0", 0, "Intel", 0.3), ("g1", 1, "Intel", 0.4), ("amd_g0", 0, "AMD", 0.5)):
+        folder = tmp_path / "s" / name
+        _fake_run(folder, 0.5, seed, wer, 0.3)
         metrics = json.loads((folder / "metrics.json").read_text())
         metrics.update(method="gptq", compensation="none", alpha=None)
         (folder / "metrics.json").write_text(json.dumps(metrics))
-        _set_platform(folder, gptq_cpu)
+        _set_platform(folder, cpu)
     result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
-    (comparison,) = result["comparisons"]
-    assert (comparison["seeds"], comparison["n"], comparison["cross_platform"]) == ("0", 1, 1)
-    assert comparison["mean_difference"] == pytest.approx(0.2 - 0.3)
-    rows = {r["method"]: r for r in result["summary"]}
-    assert rows["gptq"]["platforms"] == 2 and rows["gptq"]["wer_mean"] == pytest.approx(0.35)  # the summary pools
+    rows = {(r["platform"].split(",")[0], r["method"]): r for r in result["summary"]}
+    assert rows[("Intel", "gptq")]["wer_mean"] == pytest.approx(0.35) and rows[("Intel", "gptq")]["n"] == 2
+    assert rows[("AMD", "gptq")]["wer_mean"] == pytest.approx(0.5) and rows[("AMD", "gptq")]["n"] == 1
+    assert ("AMD", "full precision") in rows and ("Intel", "full precision") in rows
+    (comparison,) = result["comparisons"]  # QEP against GPTQ on Intel; AMD has no QEP run to pair with
+    assert (comparison["platform"].split(",")[0], comparison["seeds"]) == ("Intel", "0 1")
+    assert comparison["mean_difference"] == pytest.approx(0.2 - 0.35)
+    assert (tmp_path / "out" / "summary.md").read_text().splitlines()[0].endswith("| platform |")
 
 
-def test_alpha_is_chosen_on_seeds_whose_candidates_share_a_platform(tmp_path):
-    # seed 1's α=0.75 run came from another machine: the choice sees seed 0 only, where α=0.75 wins
-    for seed in (0, 1):
-        _fake_run(tmp_path / "s" / f"half{seed}", 0.5, seed, 0.20, 0.30 if seed == 0 else 0.01)
-        _fake_run(tmp_path / "s" / f"tq{seed}", 0.75, seed, 0.25, 0.20)
-        _set_platform(tmp_path / "s" / f"half{seed}", "Intel")
-        _set_platform(tmp_path / "s" / f"tq{seed}", "Intel" if seed == 0 else "AMD")
-    methods = [r["method"] for r in aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)["summary"]]
-    assert "gptq+qep(α=0.75, chosen on dev, seed 0)" in methods
+def test_platform_labels_and_folder_tags():
+    from fade.process import platform_label, platform_tag
+
+    record = {"cpu": "Intel(R) Xeon(R) CPU E5-2690 v4 @ 2.60GHz", "cpu_capability": "AVX2", "torch_threads": 4,
+              "torch": "2.13.0+cpu"}
+    assert platform_label(record) == "Intel Xeon E5-2690 v4, AVX2, 4 threads, torch 2.13.0+cpu"
+    assert platform_label(None) == "unknown"
+    tag = platform_tag("cpu", 3)
+    assert tag.endswith("-3t") and tag == tag.lower() and "/" not in tag and " " not in tag

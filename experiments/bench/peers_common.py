@@ -190,8 +190,8 @@ def calibration_seconds(model: str, argument: str | None, calibration_json: Path
 
     In order: the ``--calibration-seconds`` argument; ``calibration_json`` (experiments/bench/calibration.py)
     rows for this model, scaled linearly to 128 utterances, gptq+qep standing in for FADE when FADE was not
-    measured; the ``calibration_seconds`` of finished runs under ``<multirun_root>/fade_grid_<model>``
-    (mean per method). ``None`` when nothing is known.
+    measured; the ``calibration_seconds`` of finished runs under ``<multirun_root>/fade_grid_<model>/<platform>``
+    (mean per method) made on this platform (the sweep's ``platform_tag()`` folder). ``None`` when nothing is known.
     """
     n = GRID["calibration_samples"]
     if argument:
@@ -206,8 +206,11 @@ def calibration_seconds(model: str, argument: str | None, calibration_json: Path
             fade = by_method.get("gptq+fade", qep)
             return {"gptq": gptq, "qep": qep, "fade": fade}, (
                 f"{calibration_json} ({model}, scaled to {n} utterances; FADE taken as GPTQ+QEP unless measured)")
+    from fade.process import platform_tag
+
     runs = {}
-    for metrics in sorted((multirun_root / f"fade_grid_{model}").glob("*/metrics.json")):
+    sweep = multirun_root / f"fade_grid_{model}" / platform_tag()  # this machine's own grid runs
+    for metrics in sorted(sweep.glob("*/metrics.json")):
         try:
             m = json.loads(metrics.read_text())
         except (OSError, json.JSONDecodeError):
@@ -220,7 +223,7 @@ def calibration_seconds(model: str, argument: str | None, calibration_json: Path
         fade = statistics.mean(runs.get("gptq+fade") or [qep])
         counts = ", ".join(f"{k}: {len(v)}" for k, v in sorted(runs.items()))
         return {"gptq": gptq, "qep": qep, "fade": fade}, (
-            f"finished grid runs in {multirun_root / f'fade_grid_{model}'} (mean per method; runs {counts}; "
+            f"finished grid runs in {sweep} (mean per method; runs {counts}; "
             f"missing methods take GPTQ+QEP's)")
     return None, "no calibration timing known (pass --calibration-seconds or run experiments/bench/calibration.py)"
 

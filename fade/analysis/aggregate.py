@@ -12,13 +12,12 @@ Writes, under ``<first folder>/aggregate/`` (or ``--out``):
   Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
   with its 95 % interval (fade/analysis/stats.py).
 
-Pairs are made on one platform only. Two CPUs round the same calibration differently from the first
-layer on, and at 3 bits that moves a run's WER by as much as a change of calibration seed, so a seed
-whose two runs come from different machines is left out of their comparison (and out of the α or
-signal choice), and the table says how many were. Summary rows pool every run: there the platform is
-one more source of run-to-run spread, which the ``platforms`` column counts.
-
-RTN uses no calibration data, so its one run stands for every seed (its spread is zero by construction).
+Every table row belongs to one platform (CPU model, vector kernels, threads, GPU; the ``platform``
+record of each metrics.json), and only rows of one platform are compared or chosen among. Two CPUs
+round the same calibration differently from the first layer on, and at 3 bits that moves a run's
+WER as much as a change of calibration seed, so pairing a seed's runs across machines would compare
+floating-point detail along with the methods. The FADE grid keeps one sweep folder per platform
+(conf/experiment/fade_grid.yaml); a parent folder aggregates them side by side.
 """
 
 from __future__ import annotations
@@ -52,14 +51,16 @@ class MethodRuns:
     model: str
     dataset: str
     precision: str
+    platform: str  # platform_label of the runs' platform record
     method: str
     runs: dict[int, Run] = field(default_factory=dict)  # by calibration seed
     seed_free: bool = False  # RTN: the same result for every seed
     label: str | None = None  # a derived row (α chosen on dev / on test) shows its own name
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return self.model, self.dataset, self.precision
+    def key(self) -> tuple[str, str, str, str]:
+        """What rows must share to be compared: model, dataset, precision and platform."""
+        return self.model, self.dataset, self.precision, self.platform
 
     @property
     def name(self) -> str:
@@ -83,9 +84,6 @@ class MethodRuns:
         dev = [run.capped_dev for run in runs]
         return f"{test}" if any(d is None for d in dev) else f"{test}/{sum(dev)}"
 
-    def platforms(self) -> int:
-        return len({run.platform for run in self.runs.values()})
-
     def at_seed(self, seed: int) -> Run | None:
         if self.seed_free:
             return next(iter(self.runs.values()))
@@ -103,7 +101,7 @@ def group_runs(runs: Iterable[Run]) -> list[MethodRuns]:
         if "method" not in run.metrics:
             continue  # an evaluate run: its WER is the FP reference of the quantize runs
         m = run.metrics
-        key = (run.model, str(m.get("dataset")), run.precision, run.method)
+        key = (run.model, str(m.get("dataset")), run.precision, run.platform, run.method)
         group = groups.setdefault(key, MethodRuns(*key, seed_free=m.get("quantizer") == "rtn"))
         seed = int(run.seed or 0)
         if seed in group.runs:
@@ -121,12 +119,10 @@ def _method_order(method: str) -> tuple:
 
 def _choose(candidates: Sequence[MethodRuns], key: str) -> tuple[MethodRuns, list[int]] | None:
     """The candidate with the lowest mean ``key`` (``wer`` or ``wer_dev``) over the calibration seeds that
-    every candidate ran and scored on one platform, and those seeds; None if they share none. Means over
-    different seeds would compare draws, not methods (a sweep in progress has more seeds of some
-    candidates), and over different platforms floating-point detail as well."""
+    every candidate ran and scored, and those seeds; None if they share none. Means over different
+    seeds would compare draws, not methods (a sweep in progress has more seeds of some candidates)."""
     seeds = sorted(set.intersection(*(
         {seed for seed, run in g.runs.items() if run.metrics.get(key) is not None} for g in candidates)))
-    seeds = [s for s in seeds if len({g.runs[s].platform for g in candidates}) == 1]
     if not seeds:
         return None
     chosen = min(candidates, key=lambda g: float(np.mean([g.runs[s].metrics[key] for s in seeds])))
@@ -148,7 +144,7 @@ def _chosen_rows(key: tuple, candidates: Sequence[MethodRuns], method: str, sett
         if choice is not None:
             chosen, seeds = choice
             label = _chosen_label(method, setting(chosen), how, seeds, chosen)
-            rows.append(MethodRuns(*key, chosen.method, chosen.runs, label=label))
+            rows.append(MethodRuns(*key, chosen.method, chosen.runs, seed_free=chosen.seed_free, label=label))
     return rows
 
 
@@ -191,7 +187,7 @@ def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
             rows.append({"model": group.model, "dataset": group.dataset, "precision": "fp", "method": "full precision",
                          "seeds": "", "n": 1, "wer_mean": fp_wer(group), "wer_std": None, "wer_min": fp_wer(group),
                          "wer_max": fp_wer(group), "delta_fp": 0.0, "wer_dev_mean": None, "loops": None,
-                         "platforms": None})
+                         "platform": group.platform})
         wers = group.wers()
         dev = group.dev_wers()
         rows.append({
@@ -201,7 +197,7 @@ def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
             "wer_min": float(wers.min()), "wer_max": float(wers.max()),
             "delta_fp": float(wers.mean() - fp_wer(group)),
             "wer_dev_mean": float(dev.mean()) if dev is not None else None, "loops": group.loops(),
-            "platforms": group.platforms(),
+            "platform": group.platform,
         })
     return rows
 
@@ -225,12 +221,8 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
         seeds = [0]
     else:
         seeds = sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
-    cross_platform = [s for s in seeds if not (a.seed_free or b.seed_free)
-                      and a.at_seed(s).platform != b.at_seed(s).platform]
-    if cross_platform:
-        log.info("%s against %s: seeds %s left out, their runs come from different platforms",
-                 a.name, b.name, " ".join(map(str, cross_platform)))
-        seeds = [s for s in seeds if s not in cross_platform]
+    if a.key != b.key:
+        raise ValueError(f"{a.name} and {b.name} belong to different models, data, precisions or platforms")
     if not seeds:
         return None
     wer_a = np.array([a.at_seed(s).metrics["wer"] for s in seeds])
@@ -243,9 +235,8 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
     std_a = None if len(seeds) < 2 else 0.0 if a.seed_free else float(wer_a.std(ddof=1))
     std_b = None if len(seeds) < 2 else 0.0 if b.seed_free else float(wer_b.std(ddof=1))
     return {
-        "model": a.model, "dataset": a.dataset, "precision": a.precision, "a": a.name, "b": b.name,
-        "seeds": " ".join(map(str, seeds)), "n": len(seeds), "cross_platform": len(cross_platform),
-        "mean_difference": seed_test.mean_difference,
+        "model": a.model, "dataset": a.dataset, "precision": a.precision, "platform": a.platform, "a": a.name, "b": b.name,
+        "seeds": " ".join(map(str, seeds)), "n": len(seeds), "mean_difference": seed_test.mean_difference,
         "a_better_on": int((wer_a < wer_b).sum()), "t_pvalue": seed_test.t_pvalue, "wilcoxon_pvalue": seed_test.wilcoxon_pvalue,
         "std_a": std_a, "std_b": std_b,
         "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high,
@@ -306,9 +297,8 @@ def _unique(pairs: Sequence[tuple[MethodRuns, MethodRuns]]) -> list[tuple[Method
 SUMMARY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("precision", "bits"), ("method", "method"),
                    ("seeds", "seeds"), ("wer_mean", "WER % mean"), ("wer_std", "± std"), ("wer_min", "min"),
                    ("wer_max", "max"), ("delta_fp", "Δ FP"), ("wer_dev_mean", "dev WER %"),
-                   ("loops", "capped test/dev"), ("platforms", "platforms")]
-COMPARISON_COLUMNS = [("model", "model"), ("precision", "bits"), ("a", "a"), ("b", "b"), ("n", "seeds"),
-                      ("cross_platform", "left out (platform)"),
+                   ("loops", "capped test/dev"), ("platform", "platform")]
+COMPARISON_COLUMNS = [("model", "model"), ("precision", "bits"), ("platform", "platform"), ("a", "a"), ("b", "b"), ("n", "seeds"),
                       ("mean_difference", "Δ WER % (a − b)"), ("a_better_on", "a better on"), ("t_pvalue", "paired t p"),
                       ("wilcoxon_pvalue", "Wilcoxon p"), ("std_a", "std a"), ("std_b", "std b"),
                       ("ci_low", "bootstrap 95 % low"), ("ci_high", "high")]
@@ -362,8 +352,8 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     runs = [run for folder in folders for run in find_runs(folder)]
     made_on = platforms(runs)
     if len(made_on) > 1:
-        log.warning("these runs were made on %d platforms; methods are paired only within "
-                    "one platform: %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
+        log.warning("these runs were made on %d platforms; each gets its own rows, and methods are compared "
+                    "within one platform only: %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
     groups = group_runs(runs)
     if not groups:
         raise DataError(f"no quantize runs under {', '.join(map(str, folders))}: nothing to aggregate")

@@ -40,6 +40,7 @@ from fade.analysis.runs import Run, find_runs
 from fade.errors import DataError, FadeError
 from fade.tasks.resume import flatten
 from fade.loggers.common import IGNORE_KEYS, SEED_KEYS
+from fade.process import platform_label
 
 #: Per-layer coefficients charted, in page order: (record key, label).
 COEFFICIENTS = (("alpha", "α"), ("v_int", "V_int"), ("r_calib", "R_calib"))
@@ -137,13 +138,17 @@ def load_entries(folder: Path) -> list[Entry]:
 
 
 def configuration(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The run's config (metrics.json ``config``, flattened) without the seed keys and the keys
+    """The run's config (metrics.json ``config``, flattened; plus its platform) without the seed keys and the keys
     that do not change results: what the seeds of one configuration share (as in W&B groups)."""
     config = metrics.get("config")
     if not isinstance(config, dict):
         return {}  # a run older than the stored config: its labels alone group it
-    return {key: value for key, value in flatten(config).items()
-            if key not in SEED_KEYS and not any(key == k or key.startswith(k + ".") for k in IGNORE_KEYS)}
+    shared = {key: value for key, value in flatten(config).items()
+              if key not in SEED_KEYS and not any(key == k or key.startswith(k + ".") for k in IGNORE_KEYS)}
+    if metrics.get("platform"):
+        # runs of two machines are not seeds of one configuration (fade/analysis/aggregate.py)
+        shared["platform"] = platform_label(metrics["platform"])
+    return shared
 
 
 def disambiguate(entries: Sequence[Entry]) -> list[Entry]:

@@ -58,13 +58,14 @@ class Run:
 
     @property
     def platform(self) -> str:
-        """The platform that made this run, one string (``unknown`` for runs older than the record).
+        """The platform that made this run, in short (``unknown`` for runs older than the record).
 
         Low-bit WERs move by tenths of a point with floating-point detail (the first GPTQ layer already
         rounds differently on two CPUs), so methods are compared only on runs of the same platform.
         """
-        record = self.metrics.get("platform")
-        return "unknown" if not record else ", ".join(f"{key}={record[key]}" for key in sorted(record))
+        from fade.process import platform_label
+
+        return platform_label(self.metrics.get("platform"))
 
     @property
     def seed(self) -> int | None:
