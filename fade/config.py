@@ -110,6 +110,9 @@ class CompensationConfig:
     warmup: int = 3
     #: Median/MAD instead of mean/std.
     robust: bool = False
+    #: ``sigmoid`` (the paper's mapping above) or ``direct``: α = clip(R_calib) for a step-valued
+    #: R_calib (heldout_alpha, heldout_alpha_full) with v_int null (docs/fade.md §5).
+    mapping: str = "sigmoid"
 
 
 @dataclass

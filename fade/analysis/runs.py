@@ -99,7 +99,7 @@ class Run:
 
 #: The FADE keys a variant is labelled by when they differ from conf/compensation/fade.yaml.
 _FADE_KEYS = ("v_int", "r_calib", "normalization", "v_sign", "r_sign", "v_weight", "r_weight", "alpha_min", "alpha_max",
-              "warmup", "robust")
+              "warmup", "robust", "mapping")
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,12 @@ For layer l (``fade.calibration.layer.AlphaPolicy``):
     s_l = w_V · v_l + w_R · r_l
     α_l = clip(α_min + (α_max − α_min) · σ(s_l), α_min, α_max),   σ(s) = 1 / (1 + e^{−s})
 
+``mapping="direct"`` (a level-preserving alternative, docs/fade.md §5) skips the z-scores and the
+sigmoid for an R_calib that is itself a step (``STEP_VALUED``: ``heldout_alpha``,
+``heldout_alpha_full``): α_l = clip(R_calib(l), α_min, α_max), with V_int off. It keeps what the
+z-score throws away, the level: a correction that over-fits everywhere gets a small α everywhere.
+An undefined step (no incoming error, so no correction to scale) gives the neutral α.
+
 Defaults α_min = 0.2, α_max = 0.7: the neutral value at s = 0 is (α_min + α_max)/2 = 0.45,
 the value the FADE paper's mapping gives at s = 0 (QEP's global constant is 0.5). With both
 signals off (``v_int=None, r_calib=None``) every layer gets the neutral α. The clip is a
@@ -49,7 +55,7 @@ import torch
 
 from fade.calibration.layer import LayerStatistics
 from fade.diagnostics.normalize import OracleNormalizer, RunningNormalizer, location_scale
-from fade.diagnostics.reliability import RELIABILITY, needs_split, split_of
+from fade.diagnostics.reliability import RELIABILITY, STEP_VALUED, needs_split, split_of
 from fade.diagnostics.vulnerability import VULNERABILITY
 from fade.quant import DEFAULT_QEP_DAMP
 
@@ -58,6 +64,7 @@ __all__ = ["DEFAULT_ALPHA_MAX", "DEFAULT_ALPHA_MIN", "FadePolicy", "alpha_from_s
 DEFAULT_ALPHA_MIN = 0.2
 DEFAULT_ALPHA_MAX = 0.7
 NORMALIZATIONS = ("global", "per_part")
+MAPPINGS = ("sigmoid", "direct")
 _GLOBAL = "all"
 NAN = float("nan")
 
@@ -118,9 +125,16 @@ class FadePolicy:
                  alpha_min: float = DEFAULT_ALPHA_MIN, alpha_max: float = DEFAULT_ALPHA_MAX,
                  qep_damp: float = DEFAULT_QEP_DAMP, warmup: int = 3, robust: bool = False,
                  v_kwargs: Mapping[str, Any] | None = None, r_kwargs: Mapping[str, Any] | None = None,
-                 r_oracle: Mapping[str, float] | None = None, parts: Mapping[str, str] | None = None):
+                 r_oracle: Mapping[str, float] | None = None, parts: Mapping[str, str] | None = None,
+                 mapping: str = "sigmoid"):
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization={normalization!r}; use one of {NORMALIZATIONS}")
+        if mapping not in MAPPINGS:
+            raise ValueError(f"mapping={mapping!r}; use one of {MAPPINGS}")
+        if mapping == "direct" and (v_int is not None or not (isinstance(r_calib, str) and r_calib in STEP_VALUED)):
+            raise ValueError(f"mapping='direct' uses R_calib as the step itself: set v_int=null and r_calib to one of "
+                             f"{sorted(STEP_VALUED)} (got v_int={v_int!r}, r_calib={r_calib!r})")
+        self.mapping = mapping
         for label, sign in (("v_sign", v_sign), ("r_sign", r_sign)):
             if sign not in (1, -1):
                 raise ValueError(f"{label}={sign!r} must be +1 or -1")
@@ -210,6 +224,11 @@ class FadePolicy:
                     "utterances): pass SplitStatistics(a, b).pooled() as the layer's statistics")
             with torch.no_grad():
                 r_raw = float(self.r_fn(weight, stats, self.qep_damp, split=split))
+            if self.mapping == "direct":
+                alpha = (neutral_alpha(self.alpha_min, self.alpha_max) if not math.isfinite(r_raw)
+                         else min(max(r_raw, self.alpha_min), self.alpha_max))
+                return alpha, {"v_int_raw": v_raw, "v_int": v, "r_calib_raw": r_raw, "r_calib": r_raw, "s": r_raw,
+                               "alpha": alpha}
             if self._oracle is not None:
                 r = self._oracle.normalize(name, r_raw)
             else:

@@ -50,7 +50,7 @@ def alpha_policy(cfg: DictConfig):
         try:
             return FadePolicy(c.v_int, c.r_calib, normalization=c.normalization, v_sign=c.v_sign, r_sign=c.r_sign,
                               v_weight=c.v_weight, r_weight=c.r_weight, alpha_min=c.alpha_min, alpha_max=c.alpha_max,
-                              qep_damp=c.damp, warmup=c.warmup, robust=c.robust)
+                              qep_damp=c.damp, warmup=c.warmup, robust=c.robust, mapping=c.mapping)
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"compensation=fade: {exc}") from exc
     raise ConfigError(f"unknown compensation {name!r}; use none, qep or fade")

@@ -232,3 +232,31 @@ def test_sequential_runner_with_fade_policy(tiny_manifest):
     for part in ("encoder", "decoder"):
         v = np.array([r["v_int"] for r in result.records if r["part"] == part])
         assert abs(v.mean()) < 1e-9 and v.std() == pytest.approx(1, rel=1e-9)
+
+
+def test_direct_mapping_uses_the_held_out_step_as_alpha():
+    weights, _ = _model()
+    name = "model.encoder.layers.2.fc1"
+    rng = np.random.default_rng(5)
+    halves = [stats_from_tokens(*paired(80, 16, rng, mixing=0.1 * np.eye(16), noise=0.01)) for _ in range(2)]
+    split = SplitStatistics(*halves)
+    step = RELIABILITY["heldout_alpha_full"](weights[name], split.pooled(), 0.01)
+    for low, high in ((0.0, 1.0), (0.0, step / 2)):  # inside the bounds it is the step; outside, clipped
+        policy = FadePolicy(None, "heldout_alpha_full", mapping="direct", alpha_min=low, alpha_max=high)
+        policy.prepare(dict(weights), {"grid": GRID, "stages": STAGES})
+        alpha, diag = policy.alpha(name, weights[name], split.pooled())
+        assert alpha == pytest.approx(min(max(step, low), high)) and diag["r_calib_raw"] == pytest.approx(step)
+    # no incoming error, so no step to take: the neutral α
+    x = rng.standard_normal((50, 16))
+    flat = SplitStatistics(stats_from_tokens(x[:25], x[:25]), stats_from_tokens(x[25:], x[25:]))
+    alpha, _ = policy.alpha(name, weights[name], flat.pooled())
+    assert alpha == pytest.approx(neutral_alpha(0.0, step / 2))
+
+
+def test_direct_mapping_needs_a_step_valued_signal_alone():
+    for bad in (dict(v_int="rtn_error", r_calib="heldout_alpha"), dict(v_int=None, r_calib="heldout_gain"),
+                dict(v_int=None, r_calib=None)):
+        with pytest.raises(ValueError, match="direct"):
+            FadePolicy(**bad, mapping="direct")
+    with pytest.raises(ValueError, match="mapping"):
+        FadePolicy(mapping="linear")

@@ -197,3 +197,30 @@ def test_undefined_without_fp_stream_or_incoming_error():
         assert math.isnan(fn(w, only_q, DAMP)), name
     # The Hessian-only signals are defined either way.
     assert math.isfinite(RELIABILITY["hessian_effective_rank"](w, only_q, DAMP))
+
+
+def test_split_half_extrapolation_recovers_the_full_data_step_under_its_model():
+    # ΔW_n = S + E_n with E_n ~ N(0, σ²/n): the held-out optimal step of half-data fits, extrapolated,
+    # matches that of full-data fits (both estimated by simulation, on held-out targets S).
+    from fade.diagnostics.reliability import extrapolate_split_half_step
+
+    rng = np.random.default_rng(12)
+    dim, draws = 400, 400
+    signal = rng.standard_normal(dim)
+    for noise in (0.5, 1.0, 2.0):
+        def mean_step(n):
+            fits = signal + noise * rng.standard_normal((draws, dim)) / math.sqrt(n)
+            return float(np.mean(fits @ signal / np.sum(fits**2, axis=1)))
+        half, full = mean_step(0.5), mean_step(1.0)
+        assert extrapolate_split_half_step(half) == pytest.approx(full, abs=0.01)
+        assert half < full < 1.0
+    assert extrapolate_split_half_step(0.5) == pytest.approx(2 / 3)
+    assert extrapolate_split_half_step(-0.2) == -0.2 and math.isnan(extrapolate_split_half_step(float("nan")))
+
+
+def test_heldout_alpha_full_is_the_extrapolated_heldout_alpha():
+    w, _, split = _split_layer(13, 60, generalises=True)
+    wt = torch.from_numpy(w)
+    a = heldout_optimal_alpha(wt, split, DAMP)
+    assert 0 < a and RELIABILITY["heldout_alpha_full"](wt, split.pooled(), DAMP) == pytest.approx(2 * a / (1 + a))
+    assert needs_split("heldout_alpha_full")
