@@ -10,7 +10,7 @@
 # Stages (default order: main alpha followup ablate):
 #   main      per width: RTN once (it uses no data); per seed GPTQ, QEP α=0.5 (+dev), FADE defaults
 #   alpha     the global-α baseline: QEP α ∈ ALPHAS per width and seed (+dev); α=0 is GPTQ on X̂
-#   followup  FADE variants singled out by the ablations, on every seed (paired with QEP α=0.5 of main)
+#   followup  FADE variants singled out by the ablations or designed from them, on every seed (paired with QEP α=0.5 of main)
 #   ablate    one signal at a time, every candidate, on ABLATION_BITS × ABLATION_SEEDS (+dev)
 set -u
 MODEL=${1:-whisper_tiny_en}; shift || true
@@ -19,8 +19,9 @@ SEEDS=${SEEDS:-"0 1 2 3 4"}
 BITS=${BITS:-"w3g128 w4g128"}
 ALPHAS=${ALPHAS-"0.25 0.75 1.0"}
 DEV=${DEV:-100}                      # dev utterances per run that may be chosen on dev (never the test set)
-# Each entry: overrides of one FADE variant, commas between them.
-FOLLOWUP=${FOLLOWUP-"compensation.v_int=null,compensation.r_calib=heldout_gain"}
+# Each entry: overrides of one FADE variant, commas between them. The held-out gain alone (the
+# ablations' pick), and the direct held-out step (docs/fade.md §5: no z-score, no free parameter).
+FOLLOWUP=${FOLLOWUP-"compensation.v_int=null,compensation.r_calib=heldout_gain compensation.v_int=null,compensation.r_calib=heldout_alpha_full,compensation.mapping=direct,compensation.alpha_min=0,compensation.alpha_max=1"}
 ABLATION_BITS=${ABLATION_BITS:-w3g128}
 ABLATION_SEEDS=${ABLATION_SEEDS-"0 1"}
 V_INT=${V_INT-"rtn_error kurtosis outlier_ratio crest_factor low_stable_rank"}

@@ -31,7 +31,7 @@ def test_every_grid_command_composes_and_the_stages_add_up(tmp_path):
     runs = {frozenset(c[1:]) for c in commands}  # a run listed by two stages is one run (resume skips it)
     main = 2 * (1 + 5 * 3)             # per width: RTN + 5 seeds × (GPTQ, QEP 0.5, FADE)
     alpha = 2 * 5 * 3                  # α 0.25, 0.75, 1 per width and seed
-    followup = 2 * 5 * 1               # the heldout_gain variant per width and seed (QEP 0.5 repeats main)
+    followup = 2 * 5 * 2               # two FADE variants per width and seed (QEP 0.5 repeats main)
     ablate = 2 * (5 + 7)               # W3, seeds 0-1, each V_int and R_calib candidate (heldout_gain repeats followup)
     assert len(runs) == main + alpha + followup + ablate - 2
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
@@ -42,8 +42,9 @@ def test_every_grid_command_composes_and_the_stages_add_up(tmp_path):
 
 def test_stages_are_picked_and_ordered_by_name(tmp_path):
     commands = _commands(tmp_path, STAGES="followup", BITS="w3g128", SEEDS="3")
-    assert [c[-1] for c in commands] == ["calibration.dev_samples=100"] * 2
+    assert [c[-1] for c in commands] == ["calibration.dev_samples=100"] * 3
     assert "compensation.r_calib=heldout_gain" in commands[1] and "method=qep" in commands[0]
+    assert "compensation.mapping=direct" in commands[2]
     result = subprocess.run(["bash", str(REPO / "experiments" / "fade_grid.sh")], env={**os.environ, "STAGES": "nope"},
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown stage nope" in result.stderr
