@@ -371,3 +371,22 @@ def test_method_labels_put_one_setting_per_line():
     assert category_lines("gptq+qep(α=0.5)") == ["gptq+qep", "(α=0.5)"]
     assert category_lines("gptq+fade(v_int=None,r_calib=heldout_gain, chosen on dev)") == [
         "gptq+fade", "(v_int=None,", "r_calib=heldout_gain,", "chosen on dev)"]
+
+
+def test_an_option_added_later_does_not_split_a_configuration(tmp_path):
+    # seed 0 ran before compensation.mapping existed; seed 1 has it at its schema default: one configuration
+    from fade.analysis.dashboard import load_entries
+
+    for seed, compensation in ((0, {"name": "qep", "alpha": 0.5}), (1, {"name": "qep", "alpha": 0.5, "mapping": "sigmoid"})):
+        folder = tmp_path / "sweep" / f"s{seed}"
+        folder.mkdir(parents=True)
+        metrics = {"model": "m", "dataset": "d", "method": "gptq+qep", "compensation": "qep", "alpha": 0.5, "bits": 3,
+                   "group_size": 128, "calibration_seed": seed, "wer": 0.1, "wer_fp": 0.05,
+                   "config": {"compensation": compensation, "calibration": {"seed": seed}}}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert {e.method for e in load_entries(tmp_path / "sweep")} == {"gptq+qep(α=0.5)"}
+    # a real difference still splits it
+    other = json.loads((tmp_path / "sweep" / "s1" / "metrics.json").read_text())
+    other["config"]["compensation"]["mapping"] = "direct"
+    (tmp_path / "sweep" / "s1" / "metrics.json").write_text(json.dumps(other))
+    assert len({e.method for e in load_entries(tmp_path / "sweep")}) == 2

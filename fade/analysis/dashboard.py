@@ -41,6 +41,7 @@ from fade.errors import DataError, FadeError
 from fade.tasks.resume import flatten
 from fade.loggers.common import IGNORE_KEYS, SEED_KEYS
 from fade.process import platform_label
+from fade.tasks.resume import schema_default
 
 #: Per-layer coefficients charted, in page order: (record key, label).
 COEFFICIENTS = (("alpha", "α"), ("v_int", "V_int"), ("r_calib", "R_calib"))
@@ -161,10 +162,15 @@ def disambiguate(entries: Sequence[Entry]) -> list[Entry]:
             out.extend(group)
             continue
         keys = dict.fromkeys(key for config in configs.values() for key in config)
-        differing = [key for key in keys if len({json.dumps(c.get(key), default=str) for c in configs.values()}) > 1]
+        # A run made before an option existed behaved as its schema default (as resume reads it).
+        value = lambda config, key: config[key] if key in config else schema_default(key)  # noqa: E731
+        differing = [key for key in keys if len({json.dumps(value(c, key), default=str) for c in configs.values()}) > 1]
+        if not differing:
+            out.extend(group)
+            continue
         for entry in group:
             config = configs[entry.configuration]
-            detail = ", ".join(f"{key}={config.get(key)}" for key in differing[:3]) + (", …" if len(differing) > 3 else "")
+            detail = ", ".join(f"{key}={value(config, key)}" for key in differing[:3]) + (", …" if len(differing) > 3 else "")
             out.append(replace(entry, method=f"{entry.method} [{detail}]"))
     return out
 

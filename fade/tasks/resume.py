@@ -8,6 +8,7 @@ config changed since (the fingerprint differs). ``resume=false`` forces a re-run
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -74,11 +75,17 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def _schema_default(key: str) -> Any:
+@functools.lru_cache(maxsize=1)
+def _schema():
     from fade.config import FadeConfig
 
+    return OmegaConf.structured(FadeConfig)
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of a flattened config key (None for keys it does not type)."""
     try:
-        return OmegaConf.select(OmegaConf.structured(FadeConfig), key, throw_on_missing=False)
+        return OmegaConf.select(_schema(), key, throw_on_missing=False)
     except Exception:  # a key under an untyped node (logger, sources)
         return None
 
@@ -94,7 +101,7 @@ def same_result_config(stored: dict[str, Any], current: dict[str, Any]) -> bool:
         if key in old:
             if old[key] != value:
                 return False
-        elif value != _schema_default(key):
+        elif value != schema_default(key):
             return False
     return all(key in new for key in old)
 
