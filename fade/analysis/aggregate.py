@@ -18,6 +18,8 @@ round the same calibration differently from the first layer on, and at 3 bits th
 WER as much as a change of calibration seed, so pairing a seed's runs across machines would compare
 floating-point detail along with the methods. The FADE grid keeps one sweep folder per platform
 (conf/experiment/fade_grid.yaml); a parent folder aggregates them side by side.
+
+RTN uses no calibration data, so its one run stands for every seed (its spread is zero by construction).
 """
 
 from __future__ import annotations
@@ -215,14 +217,14 @@ def _errors_matrix(group: MethodRuns, seeds: Sequence[int], ids: Sequence[str]) 
 
 def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[str, Any] | None:
     """Paired comparison of ``a`` against ``b`` (differences are a − b, in WER)."""
+    if a.key != b.key:
+        raise ValueError(f"{a.name} and {b.name} belong to different models, data, precisions or platforms")
     seeds_a = set(a.runs) if not a.seed_free else None
     seeds_b = set(b.runs) if not b.seed_free else None
     if seeds_a is None and seeds_b is None:
         seeds = [0]
     else:
         seeds = sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
-    if a.key != b.key:
-        raise ValueError(f"{a.name} and {b.name} belong to different models, data, precisions or platforms")
     if not seeds:
         return None
     wer_a = np.array([a.at_seed(s).metrics["wer"] for s in seeds])

@@ -134,12 +134,16 @@ def test_signs_and_weights():
     assert alphas == sorted(alphas) and alphas[0] < neutral_alpha() < alphas[-1]
 
 
+def _split_halves(rng):
+    """Statistics of two disjoint halves of 80 tokens each, and their SplitStatistics."""
+    halves = [stats_from_tokens(*paired(80, 16, rng, mixing=0.1 * np.eye(16), noise=0.01)) for _ in range(2)]
+    return halves, SplitStatistics(*halves)
+
+
 def test_heldout_signal_needs_the_split_and_uses_it():
     weights, _ = _model()
     name = "model.encoder.layers.2.fc1"
-    rng = np.random.default_rng(3)
-    halves = [stats_from_tokens(*paired(80, 16, rng, mixing=0.1 * np.eye(16), noise=0.01)) for _ in range(2)]
-    split = SplitStatistics(*halves)
+    halves, split = _split_halves(np.random.default_rng(3))
     policy = FadePolicy("rtn_error", "heldout_gain", warmup=0)
     policy.prepare(dict(weights), {"grid": GRID, "stages": STAGES})
     with pytest.raises(ValueError, match="split"):
@@ -238,8 +242,7 @@ def test_direct_mapping_uses_the_held_out_step_as_alpha():
     weights, _ = _model()
     name = "model.encoder.layers.2.fc1"
     rng = np.random.default_rng(5)
-    halves = [stats_from_tokens(*paired(80, 16, rng, mixing=0.1 * np.eye(16), noise=0.01)) for _ in range(2)]
-    split = SplitStatistics(*halves)
+    _, split = _split_halves(rng)
     step = RELIABILITY["heldout_alpha_full"](weights[name], split.pooled(), 0.01)
     for low, high in ((0.0, 1.0), (0.0, step / 2)):  # inside the bounds it is the step; outside, clipped
         policy = FadePolicy(None, "heldout_alpha_full", mapping="direct", alpha_min=low, alpha_max=high)
