@@ -43,6 +43,21 @@ def test_every_group_option_composes():
             _compose([f"{group}={option}"])
 
 
+
+def test_fade_direct_preset_is_the_explicit_direct_step():
+    """compensation=fade_direct composes to the config of the grid's explicit overrides, so the
+    aggregate labels and pools runs made either way as one variant."""
+    from fade.analysis.runs import fade_variant
+    from fade.tasks.resume import result_config
+
+    preset = _compose(["method=fade", "compensation=fade_direct"])
+    explicit = _compose(["method=fade", "compensation.v_int=null", "compensation.r_calib=heldout_alpha_full",
+                         "compensation.mapping=direct", "compensation.alpha_min=0", "compensation.alpha_max=1"])
+    assert result_config(preset) == result_config(explicit)
+    variant = fade_variant(result_config(preset)["compensation"])
+    assert "mapping=direct" in variant and "r_calib=heldout_alpha_full" in variant and "v_int=None" in variant
+    assert fade_variant(result_config(_compose(["method=fade"]))["compensation"]) == ""
+
 def _fade(args, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "fade", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
