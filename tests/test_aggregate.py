@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from fade.analysis.aggregate import aggregate, main
-from fade.analysis.stats import paired_bootstrap, paired_seed_test
+from fade.analysis.stats import paired_bootstrap, paired_seed_test, replicate_split
 from fade.errors import DataError
 
 # --- statistics against direct references -------------------------------------------------------
@@ -246,6 +246,39 @@ def test_each_platform_gets_its_own_rows_and_is_compared_within_itself(tmp_path)
     assert comparison["mean_difference"] == pytest.approx(0.2 - 0.35)
     assert (tmp_path / "out" / "summary.md").read_text().splitlines()[0].endswith("| platform |")
 
+
+
+def test_replicate_split_against_its_definition():
+    a, b = np.array([0.078, 0.084, 0.080, 0.075, 0.081]), np.array([0.079, 0.076, 0.077, 0.083, 0.082])
+    split = replicate_split(a, b)
+    numerical_var = sum((x - y) ** 2 for x, y in zip(a, b)) / len(a) / 2
+    run_var = (sum((x - a.mean()) ** 2 for x in a) / 4 + sum((y - b.mean()) ** 2 for y in b) / 4) / 2
+    assert split.numerical_std == pytest.approx(math.sqrt(numerical_var))
+    assert split.run_std == pytest.approx(math.sqrt(run_var))
+    assert split.draw_share == pytest.approx(max(0.0, 1 - numerical_var / run_var))
+    assert split.correlation == pytest.approx(stats.pearsonr(a, b)[0])
+    # the same WERs on both platforms: all of the spread is the draw
+    same = replicate_split(a, a.copy())
+    assert (same.numerical_std, same.draw_share, same.correlation) == (0.0, 1.0, pytest.approx(1.0))
+    with pytest.raises(ValueError, match="2 seeds"):
+        replicate_split(a[:1], b[:1])
+
+
+def test_a_method_run_on_two_platforms_gets_a_replicate_row(tmp_path):
+    intel, amd = {0: 0.20, 1: 0.30, 2: 0.25}, {0: 0.22, 1: 0.27, 2: 0.25}
+    for cpu, wers in (("Intel", intel), ("AMD", amd)):
+        for seed, wer in wers.items():
+            _fake_run(tmp_path / "s" / f"{cpu}{seed}", 0.5, seed, wer, 0.2)
+            _set_platform(tmp_path / "s" / f"{cpu}{seed}", cpu)
+    _fake_run(tmp_path / "s" / "amd_only", 1.0, 0, 0.4, 0.4)  # one platform only: no row
+    _set_platform(tmp_path / "s" / "amd_only", "AMD")
+    result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
+    (row,) = result["replicates"]
+    assert row["method"] == "gptq+qep(α=0.5)" and row["seeds"] == "0 1 2"
+    expected = replicate_split(np.array([amd[s] for s in range(3)]), np.array([intel[s] for s in range(3)]))
+    assert (row["numerical_std"], row["run_std"], row["draw_share"]) == pytest.approx(
+        (expected.numerical_std, expected.run_std, expected.draw_share))
+    assert "std from rounding" in (tmp_path / "out" / "replicates.md").read_text()
 
 def test_platform_labels_and_folder_tags():
     from fade.process import platform_label, platform_tag

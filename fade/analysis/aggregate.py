@@ -10,7 +10,9 @@ Writes, under ``<first folder>/aggregate/`` (or ``--out``):
   rows name the variant chosen on dev and, as an oracle, the one chosen on test;
 - ``comparisons.{md,csv,tex}``: paired comparisons on the seeds two methods share (paired t-test and
   Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
-  with its 95 % interval (fade/analysis/stats.py).
+  with its 95 % interval (fade/analysis/stats.py);
+- ``replicates.{md,csv,tex}``: where one method ran the same seeds on two platforms, how much of its
+  run-to-run spread is floating-point detail and how much the calibration draw (``replicate_split``).
 
 Every table row belongs to one platform (CPU model, vector kernels, threads, GPU; the ``platform``
 record of each metrics.json), and only rows of one platform are compared or chosen among. Two CPUs
@@ -36,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from fade.analysis.runs import Run, find_runs
-from fade.analysis.stats import paired_bootstrap, paired_seed_test
+from fade.analysis.stats import paired_bootstrap, paired_seed_test, replicate_split
 from fade.cache import atomic_write_text, csv_text
 from fade.errors import DataError
 
@@ -286,6 +288,29 @@ def chosen_pairs(groups: Sequence[MethodRuns], alpha_rows: Sequence[MethodRuns],
     return pairs
 
 
+def replicate_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
+    """One row per method and pair of platforms that share two calibration seeds or more."""
+    by_method: dict[tuple, list[MethodRuns]] = defaultdict(list)
+    for group in groups:
+        if not group.seed_free:
+            by_method[(group.model, group.dataset, group.precision, group.name)].append(group)
+    rows = []
+    for (model, dataset, precision, method), members in by_method.items():
+        members = sorted(members, key=lambda g: g.platform)
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                seeds = sorted(set(a.runs) & set(b.runs))
+                if len(seeds) < 2:
+                    continue
+                split = replicate_split(np.array([a.runs[s].metrics["wer"] for s in seeds]),
+                                        np.array([b.runs[s].metrics["wer"] for s in seeds]))
+                rows.append({"model": model, "dataset": dataset, "precision": precision, "method": method,
+                             "platform_a": a.platform, "platform_b": b.platform, "seeds": " ".join(map(str, seeds)),
+                             "n": split.seeds, "numerical_std": split.numerical_std, "run_std": split.run_std,
+                             "draw_share": split.draw_share, "correlation": split.correlation})
+    return rows
+
+
 def _unique(pairs: Sequence[tuple[MethodRuns, MethodRuns]]) -> list[tuple[MethodRuns, MethodRuns]]:
     """Each (model, a, b) comparison once, in first-seen order."""
     unique: dict[tuple, tuple[MethodRuns, MethodRuns]] = {}
@@ -304,7 +329,11 @@ COMPARISON_COLUMNS = [("model", "model"), ("precision", "bits"), ("platform", "p
                       ("mean_difference", "Δ WER % (a − b)"), ("a_better_on", "a better on"), ("t_pvalue", "paired t p"),
                       ("wilcoxon_pvalue", "Wilcoxon p"), ("std_a", "std a"), ("std_b", "std b"),
                       ("ci_low", "bootstrap 95 % low"), ("ci_high", "high")]
-_PERCENT = {"wer_mean", "wer_std", "wer_min", "wer_max", "delta_fp", "wer_dev_mean", "mean_difference", "std_a", "std_b",
+REPLICATE_COLUMNS = [("model", "model"), ("precision", "bits"), ("method", "method"), ("platform_a", "platform a"),
+                     ("platform_b", "platform b"), ("n", "seeds"), ("numerical_std", "std from rounding"),
+                     ("run_std", "std over seeds"), ("draw_share", "share of variance from the draw"),
+                     ("correlation", "correlation a–b")]
+_PERCENT = {"numerical_std", "run_std", "wer_mean", "wer_std", "wer_min", "wer_max", "delta_fp", "wer_dev_mean", "mean_difference", "std_a", "std_b",
             "ci_low", "ci_high", "bootstrap_difference"}
 
 
@@ -315,6 +344,8 @@ def _cell(key: str, value: Any) -> str:
         return f"{100 * value:+.2f}" if key in ("delta_fp", "mean_difference", "ci_low", "ci_high") else f"{100 * value:.2f}"
     if key.endswith("pvalue"):
         return f"{value:.3f}"
+    if key in ("draw_share", "correlation"):
+        return f"{value:.2f}"
     return str(value)
 
 
@@ -364,13 +395,15 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     summary = summary_rows(sorted([*groups, *chosen], key=lambda g: (g.key, _method_order(g.method), g.label or "")))
     pairs = _unique(default_pairs(groups) + chosen_pairs(groups, alpha_rows, fade_rows))
     comparisons = [c for a, b in pairs if (c := compare(a, b, resamples=resamples)) is not None]
+    replicates = replicate_rows(groups)
     out_dir = Path(out) if out else Path(folders[0]) / "aggregate"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stem, rows, columns in (("summary", summary, SUMMARY_COLUMNS), ("comparisons", comparisons, COMPARISON_COLUMNS)):
+    for stem, rows, columns in (("summary", summary, SUMMARY_COLUMNS), ("comparisons", comparisons, COMPARISON_COLUMNS),
+                                ("replicates", replicates, REPLICATE_COLUMNS)):
         atomic_write_text(out_dir / f"{stem}.md", to_markdown(rows, columns))
         atomic_write_text(out_dir / f"{stem}.csv", csv_text(rows))
         atomic_write_text(out_dir / f"{stem}.tex", to_latex(rows, columns))
-    return {"summary": summary, "comparisons": comparisons, "out": out_dir, "runs": len(runs), "platforms": made_on}
+    return {"summary": summary, "comparisons": comparisons, "replicates": replicates, "out": out_dir, "runs": len(runs), "platforms": made_on}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -386,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(to_markdown(result["summary"], SUMMARY_COLUMNS))
     print(to_markdown(result["comparisons"], COMPARISON_COLUMNS))
-    print(f"{result['runs']} runs → {result['out']}/summary.{{md,csv,tex}}, comparisons.{{md,csv,tex}}")
+    if result["replicates"]:
+        print(to_markdown(result["replicates"], REPLICATE_COLUMNS))
+    print(f"{result['runs']} runs → {result['out']}/summary.{{md,csv,tex}}, comparisons.{{md,csv,tex}}, replicates.{{md,csv,tex}}")
     return 0
 
 

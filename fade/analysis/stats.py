@@ -5,6 +5,10 @@ Two sources of variation matter and are tested separately:
   pairing runs that share a seed (the same 128 calibration utterances);
 - the test utterances: a paired bootstrap that resamples utterances (the same resample for both
   methods and all seeds) and recomputes the corpus-level WER difference.
+
+A third, floating-point detail, is estimated where the same seeds ran on two platforms
+(`replicate_split`): the two runs of a seed saw the same calibration utterances, so what differs
+between them is rounding alone.
 """
 
 from __future__ import annotations
@@ -74,3 +78,32 @@ def paired_bootstrap(errors_a: np.ndarray, errors_b: np.ndarray, words: np.ndarr
     tail = (1 - confidence) / 2
     low, high = np.quantile(stats, [tail, 1 - tail])
     return BootstrapInterval(point, float(low), float(high), resamples, confidence)
+
+
+@dataclass(frozen=True)
+class ReplicateSplit:
+    seeds: int
+    numerical_std: float  # per-run std from floating-point detail alone, sqrt(mean(d²)/2)
+    run_std: float  # per-run std over seeds, the two platforms' sample variances averaged
+    draw_share: float  # share of the run-to-run variance the calibration draw explains, in [0, 1]
+    correlation: float | None  # Pearson over seeds between the platforms; None without variation
+
+
+def replicate_split(wer_a: np.ndarray, wer_b: np.ndarray) -> ReplicateSplit:
+    """Split the run-to-run spread of one method into the calibration draw and floating-point detail.
+
+    ``wer_a[i]`` and ``wer_b[i]`` are the WERs of calibration seed i on two platforms. Model:
+    WER(seed, platform) = μ + s_seed + e_seed,platform with e independent of mean 0 and std σ_num
+    (a constant offset between platforms counts as numerical detail too). Then each seed's
+    difference d = e_a − e_b has E[d²] = 2σ_num², and the variance over seeds on one platform is
+    σ_draw² + σ_num². With few seeds the estimate of σ_draw² can come out negative; the share is
+    clipped to [0, 1].
+    """
+    a, b = np.asarray(wer_a, dtype=float), np.asarray(wer_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"a replicate split needs two equal-length vectors of 2 seeds or more, got {a.shape} and {b.shape}")
+    numerical_var = float(np.mean((a - b) ** 2) / 2)
+    run_var = float((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    share = 0.0 if run_var == 0 else float(np.clip(1 - numerical_var / run_var, 0.0, 1.0))
+    correlation = float(np.corrcoef(a, b)[0, 1]) if np.ptp(a) > 0 and np.ptp(b) > 0 else None
+    return ReplicateSplit(len(a), float(np.sqrt(numerical_var)), float(np.sqrt(run_var)), share, correlation)
