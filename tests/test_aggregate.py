@@ -247,7 +247,6 @@ def test_each_platform_gets_its_own_rows_and_is_compared_within_itself(tmp_path)
     assert (tmp_path / "out" / "summary.md").read_text().splitlines()[0].endswith("| platform |")
 
 
-
 def test_replicate_split_against_its_definition():
     a, b = np.array([0.078, 0.084, 0.080, 0.075, 0.081]), np.array([0.079, 0.076, 0.077, 0.083, 0.082])
     split = replicate_split(a, b)
@@ -279,6 +278,7 @@ def test_a_method_run_on_two_platforms_gets_a_replicate_row(tmp_path):
     assert (row["numerical_std"], row["run_std"], row["draw_share"]) == pytest.approx(
         (expected.numerical_std, expected.run_std, expected.draw_share))
     assert "std from rounding" in (tmp_path / "out" / "replicates.md").read_text()
+
 
 def test_platform_labels_and_folder_tags():
     from fade.process import platform_label, platform_tag

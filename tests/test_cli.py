@@ -43,7 +43,6 @@ def test_every_group_option_composes():
             _compose([f"{group}={option}"])
 
 
-
 def test_fade_direct_preset_is_the_explicit_direct_step():
     """compensation=fade_direct composes to the config of the grid's explicit overrides, so the
     aggregate labels and pools runs made either way as one variant."""
@@ -57,6 +56,7 @@ def test_fade_direct_preset_is_the_explicit_direct_step():
     variant = fade_variant(result_config(preset)["compensation"])
     assert "mapping=direct" in variant and "r_calib=heldout_alpha_full" in variant and "v_int=None" in variant
     assert fade_variant(result_config(_compose(["method=fade"]))["compensation"]) == ""
+
 
 def _fade(args, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

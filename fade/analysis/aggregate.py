@@ -333,8 +333,8 @@ REPLICATE_COLUMNS = [("model", "model"), ("precision", "bits"), ("method", "meth
                      ("platform_b", "platform b"), ("n", "seeds"), ("numerical_std", "std from rounding"),
                      ("run_std", "std over seeds"), ("draw_share", "share of variance from the draw"),
                      ("correlation", "correlation a–b")]
-_PERCENT = {"numerical_std", "run_std", "wer_mean", "wer_std", "wer_min", "wer_max", "delta_fp", "wer_dev_mean", "mean_difference", "std_a", "std_b",
-            "ci_low", "ci_high", "bootstrap_difference"}
+_PERCENT = {"wer_mean", "wer_std", "wer_min", "wer_max", "delta_fp", "wer_dev_mean", "mean_difference", "std_a", "std_b",
+            "ci_low", "ci_high", "bootstrap_difference", "numerical_std", "run_std"}
 
 
 def _cell(key: str, value: Any) -> str:
