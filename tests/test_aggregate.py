@@ -280,6 +280,37 @@ def test_a_method_run_on_two_platforms_gets_a_replicate_row(tmp_path):
     assert "std from rounding" in (tmp_path / "out" / "replicates.md").read_text()
 
 
+def test_a_comparison_on_two_platforms_is_pooled_within_each(tmp_path):
+    # QEP and GPTQ on Intel seeds 0-2 and on AMD seeds 0-1; AMD seed 2 has GPTQ only (unpaired: left out)
+    qep = {"Intel": {0: 0.20, 1: 0.30, 2: 0.25}, "AMD": {0: 0.30, 1: 0.20}}
+    gptq = {"Intel": {0: 0.30, 1: 0.30, 2: 0.40}, "AMD": {0: 0.40, 1: 0.40, 2: 0.10}}
+    for cpu in ("Intel", "AMD"):
+        for method, wers in (("qep", qep[cpu]), ("gptq", gptq[cpu])):
+            for seed, wer in wers.items():
+                folder = tmp_path / "s" / f"{cpu}_{method}{seed}"
+                _fake_run(folder, 0.5, seed, wer, 0.2)
+                metrics = json.loads((folder / "metrics.json").read_text())
+                if method == "gptq":
+                    metrics.update(method="gptq", compensation="none", alpha=None)
+                metrics["platform"] = {"torch": "2.13.0", "cpu": cpu}
+                (folder / "metrics.json").write_text(json.dumps(metrics))
+    result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=200)
+    (pooled,) = [c for c in result["comparisons"] if c["platform"].startswith("pooled")]
+    assert pooled["platform"] == "pooled over 2 platforms" and pooled["seeds"] == "0 1 | 0 1 2"  # AMD first
+    a = np.array([qep["AMD"][0], qep["AMD"][1], qep["Intel"][0], qep["Intel"][1], qep["Intel"][2]])
+    b = np.array([gptq["AMD"][0], gptq["AMD"][1], gptq["Intel"][0], gptq["Intel"][1], gptq["Intel"][2]])
+    assert pooled["n"] == 5 and pooled["a_better_on"] == int((a < b).sum())
+    assert pooled["mean_difference"] == pytest.approx((a - b).mean())
+    assert pooled["t_pvalue"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert pooled["std_a"] == pytest.approx(a.std(ddof=1))
+    # the fake runs' utterance errors are round(wer * 100) // 10 substitutions of 100 words
+    errors = lambda w: (round(w * 100) // 10) / 100
+    assert pooled["bootstrap_difference"] == pytest.approx(np.mean([errors(x) - errors(y) for x, y in zip(a, b)]))
+    per_platform = [c for c in result["comparisons"] if not c["platform"].startswith("pooled")]
+    assert sorted(c["n"] for c in per_platform) == [2, 3]
+    assert "pooled over 2 platforms" in (tmp_path / "out" / "comparisons.md").read_text()
+
+
 def test_platform_labels_and_folder_tags():
     from fade.process import platform_label, platform_tag
 

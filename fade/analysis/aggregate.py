@@ -10,16 +10,18 @@ Writes, under ``<first folder>/aggregate/`` (or ``--out``):
   rows name the variant chosen on dev and, as an oracle, the one chosen on test;
 - ``comparisons.{md,csv,tex}``: paired comparisons on the seeds two methods share (paired t-test and
   Wilcoxon signed-rank over seeds) and a paired bootstrap over test utterances for the WER difference
-  with its 95 % interval (fade/analysis/stats.py);
+  with its 95 % interval (fade/analysis/stats.py); where a comparison ran on several platforms, one
+  more row pools them, pairing runs within each platform and seed (``pooled_comparisons``);
 - ``replicates.{md,csv,tex}``: where one method ran the same seeds on two platforms, how much of its
   run-to-run spread is floating-point detail and how much the calibration draw (``replicate_split``).
 
-Every table row belongs to one platform (CPU model, vector kernels, threads, GPU; the ``platform``
-record of each metrics.json), and only rows of one platform are compared or chosen among. Two CPUs
+Every summary row belongs to one platform (CPU model, vector kernels, threads, GPU; the ``platform``
+record of each metrics.json), and runs are paired or chosen among only within one platform. Two CPUs
 round the same calibration differently from the first layer on, and at 3 bits that moves a run's
 WER as much as a change of calibration seed, so pairing a seed's runs across machines would compare
 floating-point detail along with the methods. The FADE grid keeps one sweep folder per platform
-(conf/experiment/fade_grid.yaml); a parent folder aggregates them side by side.
+(conf/experiment/fade_grid.yaml); a parent folder aggregates them side by side, and the pooled
+comparison rows add the platforms' paired differences up.
 
 RTN uses no calibration data, so its one run stands for every seed (its spread is zero by construction).
 """
@@ -206,45 +208,85 @@ def summary_rows(groups: Sequence[MethodRuns]) -> list[dict[str, Any]]:
     return rows
 
 
-def _errors_matrix(group: MethodRuns, seeds: Sequence[int], ids: Sequence[str]) -> np.ndarray:
-    matrix = np.empty((len(seeds), len(ids)))
-    for row, seed in enumerate(seeds):
-        utterances = group.at_seed(seed).utterances("quantized")
+def _errors_matrix(runs: Sequence[Run], ids: Sequence[str]) -> np.ndarray:
+    matrix = np.empty((len(runs), len(ids)))
+    for row, run in enumerate(runs):
+        utterances = run.utterances("quantized")
         missing = [i for i in ids if i not in utterances]
         if missing:
-            raise DataError(f"{group.at_seed(seed).path} lacks utterances {missing[:3]}...: runs were scored on different sets")
+            raise DataError(f"{run.path} lacks utterances {missing[:3]}...: runs were scored on different sets")
         matrix[row] = [utterances[i]["substitutions"] + utterances[i]["deletions"] + utterances[i]["insertions"] for i in ids]
     return matrix
 
 
-def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[str, Any] | None:
-    """Paired comparison of ``a`` against ``b`` (differences are a − b, in WER)."""
-    if a.key != b.key:
-        raise ValueError(f"{a.name} and {b.name} belong to different models, data, precisions or platforms")
+def _shared_seeds(a: MethodRuns, b: MethodRuns) -> list[int]:
+    """The calibration seeds both ran (RTN's one run pairs with every seed of the other)."""
     seeds_a = set(a.runs) if not a.seed_free else None
     seeds_b = set(b.runs) if not b.seed_free else None
     if seeds_a is None and seeds_b is None:
-        seeds = [0]
-    else:
-        seeds = sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
-    if not seeds:
-        return None
-    wer_a = np.array([a.at_seed(s).metrics["wer"] for s in seeds])
-    wer_b = np.array([b.at_seed(s).metrics["wer"] for s in seeds])
+        return [0]
+    return sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
+
+
+def _compare_units(a_runs: Sequence[Run], b_runs: Sequence[Run], *, resamples: int) -> dict[str, Any]:
+    """The paired statistics of runs ``a_runs[i]`` against ``b_runs[i]`` (differences a − b, in WER)."""
+    wer_a = np.array([run.metrics["wer"] for run in a_runs])
+    wer_b = np.array([run.metrics["wer"] for run in b_runs])
     seed_test = paired_seed_test(wer_a, wer_b)
-    reference = b.at_seed(seeds[0]).utterances("quantized")
+    reference = b_runs[0].utterances("quantized")
     ids = sorted(reference)
     words = np.array([reference[i]["words"] for i in ids])
-    interval = paired_bootstrap(_errors_matrix(a, seeds, ids), _errors_matrix(b, seeds, ids), words, resamples=resamples)
+    interval = paired_bootstrap(_errors_matrix(a_runs, ids), _errors_matrix(b_runs, ids), words, resamples=resamples)
+    return {"n": len(a_runs), "mean_difference": seed_test.mean_difference, "a_better_on": int((wer_a < wer_b).sum()),
+            "t_pvalue": seed_test.t_pvalue, "wilcoxon_pvalue": seed_test.wilcoxon_pvalue,
+            "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high,
+            "wer_a": wer_a, "wer_b": wer_b}
+
+
+def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[str, Any] | None:
+    """Paired comparison of ``a`` against ``b`` on the seeds they share (differences are a − b, in WER)."""
+    if a.key != b.key:
+        raise ValueError(f"{a.name} and {b.name} belong to different models, data, precisions or platforms")
+    seeds = _shared_seeds(a, b)
+    if not seeds:
+        return None
+    units = _compare_units([a.at_seed(s) for s in seeds], [b.at_seed(s) for s in seeds], resamples=resamples)
+    wer_a, wer_b = units.pop("wer_a"), units.pop("wer_b")
     std_a = None if len(seeds) < 2 else 0.0 if a.seed_free else float(wer_a.std(ddof=1))
     std_b = None if len(seeds) < 2 else 0.0 if b.seed_free else float(wer_b.std(ddof=1))
-    return {
-        "model": a.model, "dataset": a.dataset, "precision": a.precision, "platform": a.platform, "a": a.name, "b": b.name,
-        "seeds": " ".join(map(str, seeds)), "n": len(seeds), "mean_difference": seed_test.mean_difference,
-        "a_better_on": int((wer_a < wer_b).sum()), "t_pvalue": seed_test.t_pvalue, "wilcoxon_pvalue": seed_test.wilcoxon_pvalue,
-        "std_a": std_a, "std_b": std_b,
-        "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high,
-    }
+    return {"model": a.model, "dataset": a.dataset, "precision": a.precision, "platform": a.platform, "a": a.name,
+            "b": b.name, "seeds": " ".join(map(str, seeds)), **units, "std_a": std_a, "std_b": std_b}
+
+
+def pooled_comparisons(pairs: Sequence[tuple[MethodRuns, MethodRuns]], *, resamples: int = 10_000) -> list[dict[str, Any]]:
+    """The comparisons that ran on two platforms or more, pooled: one paired unit per platform and seed.
+
+    Both runs of a unit come from one platform and one calibration draw, so each difference is
+    like for like; the units of one seed on two platforms share the draw but not the rounding,
+    which at 3 bits moves a run as much as a new seed does (``replicates``: correlation near or
+    below zero), so the units are close to independent replicates, and pooling them is how sweeps
+    made on several machines add up. Where the draw explains much of the spread (a high
+    ``draw_share``) the units of one seed are correlated and the pooled p-values are optimistic.
+    The std columns are over units, so they mix the platforms' offsets into the spread.
+    """
+    by_comparison: dict[tuple, list[tuple[MethodRuns, MethodRuns]]] = defaultdict(list)
+    for a, b in pairs:
+        by_comparison[(a.model, a.dataset, a.precision, a.name, b.name)].append((a, b))
+    rows = []
+    for (model, dataset, precision, name_a, name_b), members in by_comparison.items():
+        members = sorted((m for m in members if _shared_seeds(*m)), key=lambda m: m[0].platform)
+        if len({a.platform for a, _ in members}) < 2:
+            continue
+        a_runs = [a.at_seed(s) for a, b in members for s in _shared_seeds(a, b)]
+        b_runs = [b.at_seed(s) for a, b in members for s in _shared_seeds(a, b)]
+        units = _compare_units(a_runs, b_runs, resamples=resamples)
+        wer_a, wer_b = units.pop("wer_a"), units.pop("wer_b")
+        rows.append({"model": model, "dataset": dataset, "precision": precision,
+                     "platform": f"pooled over {len(members)} platforms", "a": name_a, "b": name_b,
+                     "seeds": " | ".join(" ".join(map(str, _shared_seeds(a, b))) for a, b in members), **units,
+                     "std_a": None if members[0][0].seed_free else float(wer_a.std(ddof=1)),
+                     "std_b": None if members[0][1].seed_free else float(wer_b.std(ddof=1))})
+    return rows
 
 
 def _is_fade(group: MethodRuns) -> bool:
@@ -386,7 +428,7 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     made_on = platforms(runs)
     if len(made_on) > 1:
         log.warning("these runs were made on %d platforms; each gets its own rows, and methods are compared "
-                    "within one platform only: %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
+                    "within one platform (pooled rows add the platforms' paired differences up): %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
     groups = group_runs(runs)
     if not groups:
         raise DataError(f"no quantize runs under {', '.join(map(str, folders))}: nothing to aggregate")
@@ -395,6 +437,7 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     summary = summary_rows(sorted([*groups, *chosen], key=lambda g: (g.key, _method_order(g.method), g.label or "")))
     pairs = _unique(default_pairs(groups) + chosen_pairs(groups, alpha_rows, fade_rows))
     comparisons = [c for a, b in pairs if (c := compare(a, b, resamples=resamples)) is not None]
+    comparisons += pooled_comparisons(pairs, resamples=resamples)
     replicates = replicate_rows(groups)
     out_dir = Path(out) if out else Path(folders[0]) / "aggregate"
     out_dir.mkdir(parents=True, exist_ok=True)
