@@ -228,8 +228,10 @@ def _shared_seeds(a: MethodRuns, b: MethodRuns) -> list[int]:
     return sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
 
 
-def _compare_units(a_runs: Sequence[Run], b_runs: Sequence[Run], *, resamples: int) -> dict[str, Any]:
-    """The paired statistics of runs ``a_runs[i]`` against ``b_runs[i]`` (differences a − b, in WER)."""
+def _compare_units(a_runs: Sequence[Run], b_runs: Sequence[Run], *,
+                   resamples: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The paired statistics of runs ``a_runs[i]`` against ``b_runs[i]`` (differences a − b, in WER),
+    and the two WER vectors they were computed from."""
     wer_a = np.array([run.metrics["wer"] for run in a_runs])
     wer_b = np.array([run.metrics["wer"] for run in b_runs])
     seed_test = paired_seed_test(wer_a, wer_b)
@@ -239,8 +241,7 @@ def _compare_units(a_runs: Sequence[Run], b_runs: Sequence[Run], *, resamples: i
     interval = paired_bootstrap(_errors_matrix(a_runs, ids), _errors_matrix(b_runs, ids), words, resamples=resamples)
     return {"n": len(a_runs), "mean_difference": seed_test.mean_difference, "a_better_on": int((wer_a < wer_b).sum()),
             "t_pvalue": seed_test.t_pvalue, "wilcoxon_pvalue": seed_test.wilcoxon_pvalue,
-            "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high,
-            "wer_a": wer_a, "wer_b": wer_b}
+            "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high}, wer_a, wer_b
 
 
 def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[str, Any] | None:
@@ -250,8 +251,7 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
     seeds = _shared_seeds(a, b)
     if not seeds:
         return None
-    units = _compare_units([a.at_seed(s) for s in seeds], [b.at_seed(s) for s in seeds], resamples=resamples)
-    wer_a, wer_b = units.pop("wer_a"), units.pop("wer_b")
+    units, wer_a, wer_b = _compare_units([a.at_seed(s) for s in seeds], [b.at_seed(s) for s in seeds], resamples=resamples)
     std_a = None if len(seeds) < 2 else 0.0 if a.seed_free else float(wer_a.std(ddof=1))
     std_b = None if len(seeds) < 2 else 0.0 if b.seed_free else float(wer_b.std(ddof=1))
     return {"model": a.model, "dataset": a.dataset, "precision": a.precision, "platform": a.platform, "a": a.name,
@@ -274,18 +274,16 @@ def pooled_comparisons(pairs: Sequence[tuple[MethodRuns, MethodRuns]], *, resamp
         by_comparison[(a.model, a.dataset, a.precision, a.name, b.name)].append((a, b))
     rows = []
     for (model, dataset, precision, name_a, name_b), members in by_comparison.items():
-        members = sorted((m for m in members if _shared_seeds(*m)), key=lambda m: m[0].platform)
-        if len({a.platform for a, _ in members}) < 2:
+        paired = sorted(((a, b, seeds) for a, b in members if (seeds := _shared_seeds(a, b))), key=lambda m: m[0].platform)
+        if len({a.platform for a, _, _ in paired}) < 2:
             continue
-        a_runs = [a.at_seed(s) for a, b in members for s in _shared_seeds(a, b)]
-        b_runs = [b.at_seed(s) for a, b in members for s in _shared_seeds(a, b)]
-        units = _compare_units(a_runs, b_runs, resamples=resamples)
-        wer_a, wer_b = units.pop("wer_a"), units.pop("wer_b")
+        units, wer_a, wer_b = _compare_units([a.at_seed(s) for a, _, seeds in paired for s in seeds],
+                                             [b.at_seed(s) for _, b, seeds in paired for s in seeds], resamples=resamples)
         rows.append({"model": model, "dataset": dataset, "precision": precision,
-                     "platform": f"pooled over {len(members)} platforms", "a": name_a, "b": name_b,
-                     "seeds": " | ".join(" ".join(map(str, _shared_seeds(a, b))) for a, b in members), **units,
-                     "std_a": None if members[0][0].seed_free else float(wer_a.std(ddof=1)),
-                     "std_b": None if members[0][1].seed_free else float(wer_b.std(ddof=1))})
+                     "platform": f"pooled over {len(paired)} platforms", "a": name_a, "b": name_b,
+                     "seeds": " | ".join(" ".join(map(str, seeds)) for _, _, seeds in paired), **units,
+                     "std_a": None if paired[0][0].seed_free else float(wer_a.std(ddof=1)),
+                     "std_b": None if paired[0][1].seed_free else float(wer_b.std(ddof=1))})
     return rows
 
 
@@ -428,7 +426,8 @@ def aggregate(folders: Sequence[str | Path], out: str | Path | None = None, *, r
     made_on = platforms(runs)
     if len(made_on) > 1:
         log.warning("these runs were made on %d platforms; each gets its own rows, and methods are compared "
-                    "within one platform (pooled rows add the platforms' paired differences up): %s", len(made_on), "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
+                    "within one platform (pooled rows add the platforms' paired differences up): %s", len(made_on),
+                    "; ".join(f"{label} ({len(names)} runs)" for label, names in made_on.items()))
     groups = group_runs(runs)
     if not groups:
         raise DataError(f"no quantize runs under {', '.join(map(str, folders))}: nothing to aggregate")
