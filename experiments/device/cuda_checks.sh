@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one command to run on a lent GPU machine (the `device` tool), prepared so a 15-minute lease
+# is spent measuring, not installing. From the repo root there, with .whl/ carried
+# (experiments/device/fetch_wheels.sh builds it here):
+#
+#   run(command="bash experiments/device/cuda_checks.sh", carry=[".whl"], timeout_s=540)
+#
+# 1. installs the carried wheels into /tmp/site (the machine reaches no package index);
+# 2. runs tests/test_cuda.py: calibration of all three families and evaluation on the GPU against
+#    the CPU, statistics kept on the GPU, and the CLI end to end with runner.device=cuda;
+# 3. times calibration and evaluation of tiny.en- and base-shaped Whisper on the GPU
+#    (experiments/bench/device_shapes.py), with a CPU baseline at 16 utterances in the same run.
+# Logs and JSON land in $OUT (what the tool brings back); each step's status is in $OUT/status.txt.
+set -uo pipefail
+OUT="${OUT:-outputs/device}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed: rebuild .whl with experiments/device/fetch_wheels.sh" | tee "$OUT/status.txt"; exit 1; }
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0)); print('transformers', transformers.__version__)"
+  nproc; } 2>&1 | tee "$OUT/machine.txt"
+
+timeout 240 python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_cuda.log"
+echo "test_cuda rc=${PIPESTATUS[0]}" | tee "$OUT/status.txt"
+
+timeout 270 python3 experiments/bench/device_shapes.py --device cuda --cpu-n 16 --out "$OUT/device_shapes.json" 2>&1 \
+    | grep -v "max_new_tokens" | tee "$OUT/device_shapes.log"
+echo "device_shapes rc=${PIPESTATUS[0]}" | tee -a "$OUT/status.txt"
