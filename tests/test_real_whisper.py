@@ -34,3 +34,19 @@ def test_runner_hypotheses_equal_a_plain_generate_loop(tiny_en, tmp_path):
     reference = whisper_generate_loop(tiny_en, [u.load() for u in utterances])
     assert [by_id[u.id] for u in utterances] == reference
     assert score([u.text for u in utterances], reference).wer < 0.15
+
+
+def test_device_benchmark_model_has_the_real_checkpoints_shapes(tiny_en):
+    """experiments/bench/device_shapes.py times random weights; its timings stand for tiny.en's only
+    if every parameter has the real checkpoint's shape (the vocabulary included)."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("device_shapes", REPO / "experiments" / "bench" / "device_shapes.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shaped = bench.build_shaped_whisper("whisper-tiny.en")
+    real = {name: tuple(p.shape) for name, p in tiny_en.model.state_dict().items()}
+    assert {name: tuple(p.shape) for name, p in shaped.model.state_dict().items()} == real
+    assert len(shaped.processor.tokenizer) == tiny_en.model.config.vocab_size
