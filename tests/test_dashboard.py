@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from fade.analysis import dashboard
+from fade.analysis.dashboard import diff as dashboard_diff
 from fade.analysis.dashboard import build_dashboard, highlight_words, main
 from fade.errors import DataError
 
@@ -159,7 +159,7 @@ def test_default_diff_is_fp_vs_best_run_sorted_by_error_difference(two_runs):
 
 
 def test_diff_of_two_named_runs_and_the_row_cap(two_runs, monkeypatch):
-    monkeypatch.setattr(dashboard, "MAX_DIFF_ROWS", 2)
+    monkeypatch.setattr(dashboard_diff, "MAX_DIFF_ROWS", 2)
     page = build_dashboard(two_runs, two_runs / "x.html", diff=["run_a", str(two_runs / "run_b") + ":fp"]).read_text()
     assert "A: tiny w4g128 gptq seed 0 → B: tiny full precision" in page
     assert len(re.findall(r"data-difference=", page)) == 2

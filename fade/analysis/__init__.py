@@ -1,1 +1,1 @@
-"""Reading finished runs back: sweep tables (aggregate.py) and the layer dashboard (dashboard.py)."""
+"""Reading finished runs back: sweep tables (aggregate.py) and the layer dashboard (dashboard/)."""
