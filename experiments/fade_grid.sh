@@ -9,7 +9,7 @@
 #
 # Stages (default order: main alpha followup ablate):
 #   main      per width: RTN once (it uses no data); per seed GPTQ, QEP α=0.5 (+dev), FADE defaults
-#   alpha     the global-α baseline: QEP α ∈ ALPHAS per width and seed (+dev); α=0 is GPTQ on X̂
+#   alpha     the global-α baseline: QEP α ∈ ALPHAS per width and seed (+dev); α=0 gives GPTQ's weights, scored on dev
 #   followup  FADE variants singled out by the ablations or designed from them, on every seed (paired with QEP α=0.5 of main)
 #   ablate    one signal at a time, every candidate, on ABLATION_BITS × ABLATION_SEEDS (+dev)
 set -u
@@ -17,7 +17,9 @@ MODEL=${1:-whisper_tiny_en}; shift || true
 STAGES=${STAGES:-"main alpha followup ablate"}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 BITS=${BITS:-"w3g128 w4g128"}
-ALPHAS=${ALPHAS-"0.25 0.75 1.0"}
+# α = 0 is GPTQ's weights (identical hypotheses) plus a dev score, so the dev split can choose "no
+# compensation"; values are spelt as in the committed folders (1, not 1.0: a folder's name is its overrides).
+ALPHAS=${ALPHAS-"0 0.25 0.75 1"}
 DEV=${DEV:-100}                      # dev utterances per run that may be chosen on dev (never the test set)
 # Each entry: overrides of one FADE variant, commas between them. The held-out gain alone (the
 # ablations' pick), and the direct held-out step (docs/fade.md §5: no z-score, no free parameter).

@@ -30,7 +30,7 @@ def test_every_grid_command_composes_and_the_stages_add_up(tmp_path):
     assert all(c[:2] == ["-m", "experiment=fade_grid"] for c in commands)
     runs = {frozenset(c[1:]) for c in commands}  # a run listed by two stages is one run (resume skips it)
     main = 2 * (1 + 5 * 3)             # per width: RTN + 5 seeds × (GPTQ, QEP 0.5, FADE)
-    alpha = 2 * 5 * 3                  # α 0.25, 0.75, 1 per width and seed
+    alpha = 2 * 5 * 4                  # α 0, 0.25, 0.75, 1 per width and seed
     followup = 2 * 5 * 2               # two FADE variants per width and seed (QEP 0.5 repeats main)
     ablate = 2 * (5 + 7)               # W3, seeds 0-1, each V_int and R_calib candidate (heldout_gain repeats followup)
     assert len(runs) == main + alpha + followup + ablate - 2
@@ -48,3 +48,17 @@ def test_stages_are_picked_and_ordered_by_name(tmp_path):
     result = subprocess.run(["bash", str(REPO / "experiments" / "fade_grid.sh")], env={**os.environ, "STAGES": "nope"},
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown stage nope" in result.stderr
+
+
+def test_the_script_names_every_committed_grid_run(tmp_path):
+    """A fresh clone resumes the committed grid only if the script's runs land in the committed
+    folders, whose names are their overrides spelt exactly (``alpha=1`` and ``alpha=1.0`` differ)."""
+    import yaml
+
+    commands = _commands(tmp_path)
+    scripted = {frozenset(o for o in c if o not in ("-m", "runner.progress_bar=false")) for c in commands}
+    committed = sorted((REPO / "outputs" / "multirun" / "fade_grid_whisper-tiny.en").glob("*/*/.hydra/overrides.yaml"))
+    assert committed, "no committed tiny.en grid runs"
+    for path in committed:
+        overrides = frozenset(o for o in yaml.safe_load(path.read_text()) if not o.startswith("runner.progress_bar="))
+        assert overrides in scripted, f"{path.parent.parent.name} is not a run of experiments/fade_grid.sh"
