@@ -363,6 +363,21 @@ def test_a_global_alpha_is_named_not_charted(tmp_path):
     assert "gptq+fade" not in note[:note.index("</p>")]
 
 
+def test_a_signal_that_is_off_is_not_charted(tmp_path):
+    """FADE with V_int off records v_int = 0 (raw NaN) per layer: no chart of zeros; R_calib is charted."""
+    fp = [utterance("u1", "a b", "a b")]
+    folder = write_run(tmp_path / "sweep" / "direct", {"model": "tiny", "dataset": "toy", "quantizer": "gptq", "bits": 3,
+                                                       "group_size": 128, "wer_fp": 0.0, "wer": 0.5, "method": "gptq+fade",
+                                                       "compensation": "fade", "calibration_seed": 0}, fp, fp)
+    (folder / "layers.jsonl").write_text("".join(
+        json.dumps({"name": f"l{i}", "part": "encoder", "alpha": a, "v_int": 0.0, "v_int_raw": float("nan"),
+                    "r_calib": a, "r_calib_raw": a}) + "\n" for i, a in enumerate([0.3, 0.8])))
+    plots = plots_of(build_dashboard(tmp_path / "sweep").read_text())
+    assert not find_plots(plots, kind="layer-v_int")
+    assert len(find_plots(plots, kind="layer-r_calib")[0]["marks"]) == 2
+    assert len(find_plots(plots, kind="layer-alpha")[0]["marks"]) == 2
+
+
 def test_method_labels_put_one_setting_per_line():
     """Long ablation labels wrap at their settings, so a slot stays narrow; short ones stay whole."""
     from fade.analysis.dashboard import category_lines

@@ -179,6 +179,15 @@ def constant_alpha(points: Sequence[LayerSummary]) -> float | None:
     return values.pop() if len(values) == 1 else None
 
 
+def signal_off(runs: Sequence[Run], key: str) -> bool:
+    """True when the runs record ``<key>_raw`` and it is undefined on every layer: the FADE signal
+    was switched off (its normalised value is then a 0 per layer). Runs older than the raw
+    records are charted as before."""
+    raw = key + "_raw"
+    records = [record for run in runs for record in run.layers if raw in record]
+    return bool(records) and not any(finite(record[raw]) for record in records)
+
+
 def coefficient_charts(entries: Sequence[Entry]) -> list[str]:
     """α, V_int and R_calib by layer for one (model, precision, method): one chart each that
     the runs record (QEP records only α; FADE all three)."""
@@ -191,6 +200,8 @@ def coefficient_charts(entries: Sequence[Entry]) -> list[str]:
         points = summarize_layers(runs, key)
         if not points or (key == "alpha" and constant_alpha(points) is not None):
             continue  # a global α (QEP) is one number, named in the section's note, not a flat chart
+        if signal_off(runs, key):
+            continue  # e.g. V_int of the direct step: recorded as 0 on every layer, nothing to see
         colours = part_colours(p.part for p in points)
         items = [LegendItem(part, colour) for part, colour in colours.items()]
         title = f"{label} by layer · {first.model} · {first.precision} · {first.method} · {seeds_note(runs)}"
