@@ -405,3 +405,29 @@ def test_an_option_added_later_does_not_split_a_configuration(tmp_path):
     other["config"]["compensation"]["mapping"] = "direct"
     (tmp_path / "sweep" / "s1" / "metrics.json").write_text(json.dumps(other))
     assert len({e.method for e in load_entries(tmp_path / "sweep")}) == 2
+
+
+def test_charts_of_one_configuration_share_the_layer_axis(tmp_path):
+    """R_calib is undefined (NaN) on layers with no incoming error: its chart still spans every
+    layer, with the encoder/decoder bands where α's chart has them, so the two line up."""
+    fp = [utterance("u1", "a b", "a b")]
+    folder = write_run(tmp_path / "sweep" / "fade", {"model": "tiny", "dataset": "toy", "quantizer": "gptq", "bits": 3,
+                                                     "group_size": 128, "wer_fp": 0.0, "wer": 0.5, "method": "gptq+fade",
+                                                     "compensation": "fade", "calibration_seed": 0}, fp, fp)
+    parts = ["encoder", "encoder", "encoder", "decoder", "decoder"]
+    r_calib = [float("nan"), 0.4, 0.7, 0.2, float("nan")]  # undefined on the first and the last layer
+    (folder / "layers.jsonl").write_text("".join(
+        json.dumps({"name": f"l{i}", "part": part, "alpha": 0.5 + 0.1 * i, "v_int": 0.1 * i, "r_calib": r,
+                    "r_calib_raw": r}) + "\n" for i, (part, r) in enumerate(zip(parts, r_calib))))
+    page = build_dashboard(tmp_path / "sweep").read_text()
+    svgs = {m.group(1): m.group(0) for m in re.finditer(r'<svg class="plot"[^>]*data-kind="(layer-[\w-]+)".*?</svg>', page,
+                                                        flags=re.S)}
+
+    def bands(svg: str) -> list[tuple[str, float, float]]:
+        return [(b.get("data-part"), float(b.get("x")), float(b.get("width")))
+                for b in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}rect") if b.get("class") == "band"]
+
+    alpha_bands, r_calib_bands = bands(svgs["layer-alpha"]), bands(svgs["layer-r_calib"])
+    assert [part for part, _, _ in alpha_bands] == ["encoder", "decoder"]
+    assert r_calib_bands == alpha_bands
+    assert len(find_plots(plots_of(page), kind="layer-r_calib")[0]["marks"]) == 3  # NaN layers have no mark

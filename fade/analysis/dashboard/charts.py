@@ -79,6 +79,19 @@ def summarize_layers(runs: Sequence[Run], key: str) -> list[LayerSummary]:
             for name, (index, part) in order.items() if name in values]
 
 
+def layer_parts(runs: Sequence[Run]) -> list[tuple[int, str]]:
+    """(index, part) of every layer the runs record, in the order ``summarize_layers`` numbers them.
+
+    The charts of one configuration take their x range and encoder/decoder bands from this, not
+    from the layers that have a value: R_calib is undefined on layers with no incoming error, and
+    its chart would otherwise start its encoder band, or end its axis, somewhere else than α's."""
+    order: dict[str, tuple[int, str]] = {}
+    for run in runs:
+        for position, record in enumerate(run.layers):
+            order.setdefault(str(record.get("name", position)), (len(order), str(record.get("part") or "model")))
+    return list(order.values())
+
+
 def part_colours(parts: Iterable[str]) -> dict[str, str]:
     colours, spare = {}, iter(FALLBACK_COLOURS * 4)
     for part in dict.fromkeys(parts):
@@ -99,15 +112,15 @@ class Series:
     dash: str = ""
 
 
-def part_bands(layers: Sequence[LayerSummary], x: Scale, frame: Frame, colours: dict[str, str]) -> str:
+def part_bands(layers: Sequence[tuple[int, str]], x: Scale, frame: Frame, colours: dict[str, str]) -> str:
     """A tinted background and a label over each contiguous run of one part (encoder, decoder):
-    the model's structure stays visible without relying on colour alone."""
+    the model's structure stays visible without relying on colour alone. ``layers``: (index, part)."""
     parts, spans = [], []
-    for layer in sorted(layers, key=lambda s: s.index):
-        if spans and spans[-1][0] == layer.part:
-            spans[-1][2] = layer.index
+    for index, part in sorted(layers):
+        if spans and spans[-1][0] == part:
+            spans[-1][2] = index
         else:
-            spans.append([layer.part, layer.index, layer.index])
+            spans.append([part, index, index])
     for part, first, last in spans:
         x0, x1 = x(first - 0.5), x(last + 0.5)
         colour = colours.get(part, "#999")
@@ -119,16 +132,21 @@ def part_bands(layers: Sequence[LayerSummary], x: Scale, frame: Frame, colours: 
 
 
 def layer_chart(kind: str, title: str, y_label: str, series: Sequence[Series], legend_items: Sequence[LegendItem],
-                data: dict[str, Any], *, include_zero: bool = False, allow_log: bool = False) -> str:
-    """Mean per layer (dots, optionally joined) with min–max whiskers over seeds."""
+                data: dict[str, Any], *, structure: Sequence[tuple[int, str]] = (), include_zero: bool = False,
+                allow_log: bool = False) -> str:
+    """Mean per layer (dots, optionally joined) with min–max whiskers over seeds.
+
+    ``structure``: (index, part) of every layer of the model (``layer_parts``), for the x range and
+    the part bands; without it they come from the layers that have a value."""
     frame = Frame(LAYER_CHART_WIDTH, LAYER_CHART_HEIGHT)
     layers = [point for s in series for point in s.points]
-    count = max(point.index for point in layers) + 1
+    structure = list(structure) or sorted({(point.index, point.part) for point in layers})
+    count = max(index for index, _ in structure) + 1
     x = Scale(-0.5, count - 0.5, frame.left, frame.right)
     y = value_scale([v for point in layers for v in (point.low, point.high)], frame.bottom, frame.top,
                     include_zero=include_zero, allow_log=allow_log)
-    band_colours = part_colours(point.part for point in layers)
-    out = [svg_open(kind, title, frame, data), part_bands(layers, x, frame, band_colours),
+    band_colours = part_colours(part for _, part in structure)
+    out = [svg_open(kind, title, frame, data), part_bands(structure, x, frame, band_colours),
            y_axis(y, frame, y_label + (" (log scale)" if y.log else "")), layer_ticks(x, frame, count),
            x_axis_label(frame, "layer index (quantization order = model order)"), legend(legend_items, frame)]
     radius = 3.5 if count <= 120 else 2
@@ -208,7 +226,7 @@ def coefficient_charts(entries: Sequence[Entry]) -> list[str]:
         data = {"data-key": key, "data-model": first.model, "data-precision": first.precision, "data-method": first.method,
                 "data-runs": len(runs)}
         charts.append(layer_chart(f"layer-{key}", title, label, [Series(key, label, points, colours)], items, data,
-                                  include_zero=key == "alpha"))
+                                  structure=layer_parts(runs), include_zero=key == "alpha"))
     return charts
 
 
@@ -228,8 +246,8 @@ def error_chart(entries: Sequence[Entry]) -> str | None:
              f"{seeds_note(runs)}")
     data = {"data-model": first.model, "data-precision": first.precision, "data-method": first.method,
             "data-runs": len(runs)}
-    return layer_chart("layer-errors", title, "relative output error", series, items, data, include_zero=True,
-                       allow_log=True)
+    return layer_chart("layer-errors", title, "relative output error", series, items, data, structure=layer_parts(runs),
+                       include_zero=True, allow_log=True)
 
 
 def category_lines(label: str) -> list[str]:
