@@ -5,6 +5,7 @@
 # stopped. One `fade` call per run, so a failing run is logged and the rest go on.
 #   experiments/fade_grid.sh [model] [extra overrides...]      e.g. experiments/fade_grid.sh whisper_base runner.device=cuda
 #   STAGES="followup main" BITS=w3g128 experiments/fade_grid.sh     # pick and order the stages
+#   PLAN=1 experiments/fade_grid.sh moonshine_base_en            # what is done on this machine, what is left, how long
 # Then: fade-aggregate outputs/multirun/fade_grid_<model name>   and   fade-dashboard <same folder>
 #
 # Stages (default order: main alpha followup ablate):
@@ -28,7 +29,13 @@ ABLATION_BITS=${ABLATION_BITS:-w3g128}
 ABLATION_SEEDS=${ABLATION_SEEDS-"0 1"}
 V_INT=${V_INT-"rtn_error kurtosis outlier_ratio crest_factor low_stable_rank"}
 R_CALIB=${R_CALIB-"predicted_gain heldout_gain heldout_alpha correction_size input_discrepancy hessian_effective_rank hessian_conditioning"}
-run() { fade -m experiment=fade_grid model="$MODEL" runner.progress_bar=false "$@" || echo "FAILED: $*" >&2; }
+PLAN=${PLAN:-}                       # PLAN=1: run nothing; list each run as done/pending on this machine, with time estimates (fade-plan)
+PLAN_FILE=""
+if [ -n "$PLAN" ]; then PLAN_FILE=$(mktemp); trap 'rm -f "$PLAN_FILE"' EXIT; fi
+run() {
+  if [ -n "$PLAN_FILE" ]; then printf '%q ' experiment=fade_grid model="$MODEL" "$@" >> "$PLAN_FILE"; echo >> "$PLAN_FILE"; return; fi
+  fade -m experiment=fade_grid model="$MODEL" runner.progress_bar=false "$@" || echo "FAILED: $*" >&2
+}
 
 stage_main() {
   for bits in $BITS; do
@@ -76,3 +83,4 @@ for stage in $STAGES; do
   declare -F "stage_$stage" >/dev/null || { echo "unknown stage $stage (main alpha followup ablate)" >&2; exit 2; }
   "stage_$stage" "$@"
 done
+if [ -n "$PLAN_FILE" ]; then fade-plan "$PLAN_FILE"; fi
