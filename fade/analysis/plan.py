@@ -76,9 +76,8 @@ def config_metrics(cfg: DictConfig) -> dict[str, Any]:
     quantizer = cfg.quantizer.name
     compensated = name not in (None, "none")
     return {"model": cfg.model.name, "method": quantizer + (f"+{name}" if compensated else ""), "quantizer": quantizer,
-            "compensation": name,
-            "alpha": compensation.get("alpha") if name == "qep" else None, "bits": cfg.bits.w,
-            "group_size": cfg.bits.group_size, "config": {"compensation": compensation}}
+            "compensation": name, "alpha": compensation.get("alpha") if name == "qep" else None,
+            "bits": cfg.bits.w, "group_size": cfg.bits.group_size, "config": {"compensation": compensation}}
 
 
 def compose_job(overrides: Sequence[str]) -> tuple[Path, DictConfig]:
