@@ -19,7 +19,7 @@ import pytest
 
 from conftest import RANDOM_SWEEP, REPO, random_sweep_command
 from fade.analysis.plan import compute_seconds, labels_of, main, plan_runs
-from fade.analysis.runs import Run, find_runs
+from fade.analysis.runs import find_runs
 from fade.errors import ConfigError
 
 

@@ -42,7 +42,7 @@ class PlannedRun:
     folder: Path
     status: str  # "done", "pending", or "stale": a metrics.json written by another config (it re-runs)
     labels: tuple[str, ...]  # estimate keys, most specific first (see estimate_seconds)
-    seconds: float | None = None  # compute seconds: measured when done, estimated when not
+    seconds: float | None = None  # compute seconds: recorded when done, estimated when not (estimate_seconds)
 
     @property
     def done(self) -> bool:
@@ -127,8 +127,7 @@ def plan_runs(lines: Iterable[Sequence[str]]) -> list[PlannedRun]:
                 seen.add(folder)
                 done = completed_metrics(folder, config_fingerprint(job), result_config(job))
                 if done is not None:
-                    run = Run(folder, done)
-                    planned.append(PlannedRun(tuple(overrides), folder, "done", labels_of(done), compute_seconds(run)))
+                    planned.append(PlannedRun(tuple(overrides), folder, "done", labels_of(done)))
                 else:
                     status = "stale" if (folder / "metrics.json").is_file() else "pending"
                     planned.append(PlannedRun(tuple(overrides), folder, status, labels_of(config_metrics(job))))
@@ -139,23 +138,29 @@ def plan_runs(lines: Iterable[Sequence[str]]) -> list[PlannedRun]:
 
 
 def estimate_seconds(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
-    """Fill in the pending runs' seconds: the median over the finished runs of the same sweep folder
-    (listed or not; not the stale ones) that share the most specific label (see the module docstring)."""
+    """Fill in every run's seconds from one read of its sweep folder: a done run's own, recorded;
+    for the others the median over the finished runs of that folder (listed or not; not the stale
+    ones) that share the most specific label (see the module docstring)."""
+    recorded: dict[Path, float | None] = {}
     measured: dict[tuple[Path, str], list[float]] = defaultdict(list)
     stale = {run.folder for run in planned if run.status == "stale"}
     for sweep in dict.fromkeys(run.folder.parent for run in planned):
-        for finished in find_runs(sweep) if sweep.is_dir() and any(sweep.rglob("metrics.json")) else []:
-            seconds = compute_seconds(finished) if finished.path not in stale else None
-            if seconds is not None:
+        if not (sweep.is_dir() and any(sweep.rglob("metrics.json"))):
+            continue  # no such folder yet, or nothing finished in it (find_runs would call that an error)
+        for finished in find_runs(sweep):
+            recorded[finished.path] = seconds = compute_seconds(finished)
+            if seconds is not None and finished.path not in stale:
                 for label in labels_of(finished.metrics):
                     measured[(sweep, label)].append(seconds)
     out = []
     for run in planned:
-        if not run.done:
-            found = next((measured[(run.folder.parent, label)] for label in run.labels if measured.get((run.folder.parent, label))),
-                         None)
-            run = PlannedRun(run.overrides, run.folder, run.status, run.labels, statistics.median(found) if found else None)
-        out.append(run)
+        if run.done:
+            seconds = recorded.get(run.folder)
+        else:
+            found = next((measured[(run.folder.parent, label)] for label in run.labels
+                          if measured.get((run.folder.parent, label))), None)
+            seconds = statistics.median(found) if found else None
+        out.append(PlannedRun(run.overrides, run.folder, run.status, run.labels, seconds))
     return out
 
 

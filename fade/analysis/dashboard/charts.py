@@ -67,16 +67,26 @@ def summarize_layers(runs: Sequence[Run], key: str) -> list[LayerSummary]:
     one configuration) just has fewer values. Non-finite values (NaN R_calib of a layer without
     calibration signal) are left out; a layer with none is left out.
     """
-    order: dict[str, tuple[int, str]] = {}
     values: dict[str, list[float]] = {}
     for run in runs:
         for position, record in enumerate(run.layers):
-            name = str(record.get("name", position))
-            order.setdefault(name, (len(order), str(record.get("part") or "model")))
             if finite(record.get(key)):
-                values.setdefault(name, []).append(float(record[key]))
+                values.setdefault(_layer_name(record, position), []).append(float(record[key]))
     return [LayerSummary(index, name, part, tuple(values[name]))
-            for name, (index, part) in order.items() if name in values]
+            for name, (index, part) in _layer_order(runs).items() if name in values]
+
+
+def _layer_name(record: dict[str, Any], position: int) -> str:
+    return str(record.get("name", position))
+
+
+def _layer_order(runs: Sequence[Run]) -> dict[str, tuple[int, str]]:
+    """Layer name → (index, part), numbered in the order the runs first record them."""
+    order: dict[str, tuple[int, str]] = {}
+    for run in runs:
+        for position, record in enumerate(run.layers):
+            order.setdefault(_layer_name(record, position), (len(order), str(record.get("part") or "model")))
+    return order
 
 
 def layer_parts(runs: Sequence[Run]) -> list[tuple[int, str]]:
@@ -85,11 +95,7 @@ def layer_parts(runs: Sequence[Run]) -> list[tuple[int, str]]:
     The charts of one configuration take their x range and encoder/decoder bands from this, not
     from the layers that have a value: R_calib is undefined on layers with no incoming error, and
     its chart would otherwise start its encoder band, or end its axis, somewhere else than α's."""
-    order: dict[str, tuple[int, str]] = {}
-    for run in runs:
-        for position, record in enumerate(run.layers):
-            order.setdefault(str(record.get("name", position)), (len(order), str(record.get("part") or "model")))
-    return list(order.values())
+    return list(_layer_order(runs).values())
 
 
 def part_colours(parts: Iterable[str]) -> dict[str, str]:
