@@ -29,6 +29,13 @@ statistics seconds are scaled up and solve seconds kept) and the evaluation seco
     python experiments/bench/calibration_vs_peers.py                       # tiny.en, W4 and W3, n=128, 3 repeats
     python experiments/bench/calibration_vs_peers.py --models whisper-tiny.en whisper-base
     python experiments/bench/calibration_vs_peers.py --n 4 --repeats 1 --bits 4 --no-wer   # smoke run
+    python experiments/bench/calibration_vs_peers.py --resume   # pick up an interrupted run
+
+Every finished calibration and WER run leaves its report in ``--work-dir`` (``<tag>-<method>-r<k>.json``,
+``<tag>-<method>-wer.json``, written whole or not at all). ``--resume`` reuses the reports whose
+settings (model, width, utterances, threads, peer grid) and platform (``fade.process.platform_tag``)
+match this run, so a benchmark cut short by a session's end continues where it stopped, and timings
+of two machines never end up in one median. Without ``--resume`` everything runs again.
 
 Fairness notes. llm-compressor's timed region excludes its feature extraction: the example
 builds the dataset before ``oneshot``. fade's timed region includes its own (the audio is decoded
@@ -203,6 +210,23 @@ def _run(cmd: list[str], *, env: dict, cwd: Path, label: str, log: Path) -> dict
     return json.loads(lines[-1])
 
 
+def _write_report(path: Path, report: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")  # renamed into place: a killed run leaves no report that looks finished
+    tmp.write_text(json.dumps(report) + "\n")
+    tmp.replace(path)
+
+
+def _reusable(path: Path, context: dict, resume: bool) -> dict | None:
+    """The report at ``path`` if ``--resume`` is on and it was made with these settings on this platform."""
+    if not resume or not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return report if report.get("context") == context else None
+
+
 def _median(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 2) if values else None
@@ -293,6 +317,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "bench" / "calibration_vs_peers",
                         help="logs, quantized weights (first repeat) and WER runs")
     parser.add_argument("--keep-weights", action="store_true", help="keep the quantized safetensors after scoring")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished runs' reports in --work-dir made with these settings on this platform")
     # child modes
     parser.add_argument("--worker", choices=list(FADE_METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -314,8 +340,11 @@ def main() -> None:
     from fade.data.datamodule import draw_calibration
     from fade.data.manifest import read_manifest
     from fade.models.whisper_ct2 import ensure_offline_whisper
+    from fade.process import platform_tag
 
     env = _child_env(args.threads)
+    platform = platform_tag()
+    resumed = 0
     args.work_dir.mkdir(parents=True, exist_ok=True)
     draw = draw_calibration(read_manifest(args.manifest), args.n, seed=0)
     calib_json = args.work_dir / f"calibration_n{args.n}_seed0.json"
@@ -331,6 +360,17 @@ def main() -> None:
                 for method in args.methods:  # interleaved, so slow drift of the machine spreads over all methods
                     weights = args.work_dir / f"{tag}-{method}.safetensors" if repeat == 0 and not args.no_wer else None
                     log = args.work_dir / f"{tag}-{method}-r{repeat}.log"
+                    context = {"model": model, "bits": bits, "method": method, "repeat": repeat, "utterances": args.n,
+                               "threads": args.threads, "peer_grid": args.peer_grid, "platform": platform}
+                    report_path = args.work_dir / f"{tag}-{method}-r{repeat}.json"
+                    report = _reusable(report_path, context, args.resume)
+                    wer_done = _reusable(args.work_dir / f"{tag}-{method}-wer.json", {**context, "repeat": 0}, args.resume)
+                    if report is not None and (weights is None or wer_done is not None or weights.is_file()):
+                        reports[method].append(report)
+                        runs.append(report)
+                        resumed += 1
+                        print(f"  {tag} {method:<20} repeat {repeat}: reused {report_path.name}", flush=True)
+                        continue
                     if method == PEER:
                         cmd = [str(args.peer_python), str(PEER_SCRIPT), "--model-dir", str(model_dir),
                                "--calibration", str(calib_json), "--bits", str(bits), "--grid", args.peer_grid,
@@ -343,7 +383,9 @@ def main() -> None:
                         cmd += ["--out" if method == PEER else "--weights-out", str(weights)]
                     with tempfile.TemporaryDirectory() as scratch:  # llm-compressor may write logs into its cwd
                         report = _run(cmd, env=env, cwd=Path(scratch), label=f"{tag} {method} repeat {repeat}", log=log)
-                    report.update(model=model, repeat=repeat)
+                    report.update(model=model, repeat=repeat, context=context,
+                                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                    _write_report(report_path, report)
                     reports[method].append(report)
                     runs.append(report)
                     print(f"  {tag} {method:<20} repeat {repeat}: wall {report['wall_s']:.1f} s, cpu {report['cpu_s']:.1f} s, "
@@ -362,10 +404,15 @@ def main() -> None:
                     row["solve_s"] = _median([r["breakdown_s"]["solve"] for r in rs])
                 if not args.no_wer:
                     weights = rs[0]["weights"]
-                    result = _run([sys.executable, str(Path(__file__).resolve()), "--eval-weights", weights, "--model", model,
-                                   "--test-manifest", str(args.test_manifest), "--threads", str(args.threads),
-                                   "--eval-dir", str(args.work_dir / f"{tag}-{method}-wer")],
-                                  env=env, cwd=REPO, label=f"{tag} {method} WER", log=args.work_dir / f"{tag}-{method}-wer.log")
+                    wer_context = {**rs[0]["context"], "repeat": 0}
+                    wer_path = args.work_dir / f"{tag}-{method}-wer.json"
+                    result = _reusable(wer_path, wer_context, args.resume)
+                    if result is None:
+                        result = _run([sys.executable, str(Path(__file__).resolve()), "--eval-weights", weights,
+                                       "--model", model, "--test-manifest", str(args.test_manifest),
+                                       "--threads", str(args.threads), "--eval-dir", str(args.work_dir / f"{tag}-{method}-wer")],
+                                      env=env, cwd=REPO, label=f"{tag} {method} WER", log=args.work_dir / f"{tag}-{method}-wer.log")
+                        _write_report(wer_path, {**result, "context": wer_context})
                     row.update(wer=result["wer"], eval_seconds=result["eval_seconds"], test_utterances=result["utterances"])
                     if model == "whisper-tiny.en":
                         measured_eval.append(result["eval_seconds"] / result["utterances"])
@@ -429,6 +476,7 @@ def main() -> None:
                "peer_grid": args.peer_grid, "calibration_manifest": str(args.manifest), "wer": not args.no_wer,
                "peer_versions": peer_run["versions"] if peer_run else None,
                "peer_changes": peer_run["changes"] if peer_run else None,
+               "platform": platform, "resumed_runs": resumed,
                "summary": summary, "targets": targets, "grid_projection": projection, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
