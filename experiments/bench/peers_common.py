@@ -184,6 +184,39 @@ def _parse_calibration_arg(text: str) -> dict[str, float]:
     return found
 
 
+#: calibration_vs_peers.py's method names for fade's own calibrations, as calibration.py names them.
+_PEER_BENCH_METHODS = {"fade-gptq": "gptq", "fade-gptq+qep": "gptq+qep", "fade-fade": "gptq+fade"}
+
+
+def _calibration_json_seconds(path: Path, model: str, n: int) -> dict[str, float]:
+    """Wall seconds per method for ``model``, scaled to ``n`` utterances, from either benchmark's JSON.
+
+    experiments/bench/calibration.py writes a list of rows (method gptq, gptq+qep, ...);
+    calibration_vs_peers.py writes an object whose ``summary`` rows (medians over repeats) name fade's
+    methods fade-gptq, fade-gptq+qep, fade-fade.
+    """
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"--calibration-json {path}: not JSON ({error}); pass the output of "
+                         "experiments/bench/calibration.py or calibration_vs_peers.py") from None
+    if isinstance(payload, dict) and isinstance(payload.get("summary"), list):
+        rows = [{**r, "method": _PEER_BENCH_METHODS[r["method"]], "utterances": payload.get("utterances")}
+                for r in payload["summary"] if r.get("method") in _PEER_BENCH_METHODS]
+    elif isinstance(payload, list):
+        rows = payload
+    else:
+        raise SystemExit(f"--calibration-json {path}: neither calibration.py's list of rows nor "
+                         "calibration_vs_peers.py's object with a 'summary' list")
+    rows = [r for r in rows if isinstance(r, dict) and r.get("model") == model and "@" not in r.get("method", "")]
+    # several rows of a method (repeats, or both bit widths of the grid): their median
+    seconds: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("utterances") and r.get("wall_s") is not None:
+            seconds.setdefault(r["method"], []).append(r["wall_s"] * n / r["utterances"])
+    return {method: statistics.median(values) for method, values in seconds.items()}
+
+
 def calibration_seconds(model: str, argument: str | None, calibration_json: Path,
                         multirun_root: Path) -> tuple[dict[str, float] | None, str]:
     """Seconds of one calibration (128 utterances) per method, and where they come from.
@@ -197,9 +230,7 @@ def calibration_seconds(model: str, argument: str | None, calibration_json: Path
     if argument:
         return _parse_calibration_arg(argument), f"--calibration-seconds {argument}"
     if calibration_json.is_file():
-        rows = json.loads(calibration_json.read_text())
-        rows = [r for r in rows if r.get("model") == model and "@" not in r.get("method", "")]
-        by_method = {r["method"]: r["wall_s"] * n / r["utterances"] for r in rows if r.get("utterances")}
+        by_method = _calibration_json_seconds(calibration_json, model, n)
         if "gptq" in by_method or "gptq+qep" in by_method:
             gptq = by_method.get("gptq", by_method.get("gptq+qep"))
             qep = by_method.get("gptq+qep", gptq)
