@@ -12,6 +12,20 @@ REPO = Path(__file__).resolve().parent.parent
 KATHLEEN = Path(__import__("os").environ.get("FADE_DATASETS", REPO.parent / "shared" / "datasets")) / "kathleen"
 
 
+def import_bench(name: str):
+    """experiments/bench/<name>.py as a module; the folder is on sys.path while it loads, since the
+    scripts import their siblings (peers_common, peers.rss) by plain name."""
+    import importlib
+    import sys
+
+    bench = str(REPO / "experiments" / "bench")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Each test session writes its cache under pytest's temp folder, never the user's.

@@ -1,22 +1,14 @@
 """Where the grid projection takes its calibration seconds from: either benchmark's JSON, or a clear error."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench"
+from conftest import import_bench
 
 
 @pytest.fixture(scope="module")
 def peers():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import peers_common
-    finally:
-        sys.path.remove(str(BENCH))
-    return peers_common
+    return import_bench("peers_common")
 
 
 def _seconds(peers, tmp_path, payload, model="whisper-tiny.en"):
@@ -36,14 +28,15 @@ def test_calibration_py_rows_are_scaled_to_128_utterances(peers, tmp_path):
     assert "calibration.json" in source
 
 
-def test_peer_benchmark_summary_gives_the_median_over_bit_widths(peers, tmp_path):
-    summary = [{"model": "whisper-tiny.en", "bits": b, "method": m, "wall_s": w}
-               for b, m, w in [(4, "llmcompressor-gptq", 245.4), (4, "fade-gptq", 155.9), (3, "fade-gptq", 136.8),
-                               (4, "fade-gptq+qep", 364.3), (3, "fade-gptq+qep", 325.8),
-                               (4, "fade-fade", 358.1), (3, "fade-fade", 327.6)]]
-    seconds, _ = _seconds(peers, tmp_path, {"utterances": 128, "summary": summary})
-    assert seconds == pytest.approx({"gptq": (155.9 + 136.8) / 2, "qep": (364.3 + 325.8) / 2,
-                                     "fade": (358.1 + 327.6) / 2})
+def test_peer_benchmark_json_gives_its_grid_projection_seconds(peers, tmp_path):
+    payload = {"utterances": 128, "summary": [{"model": "whisper-tiny.en", "bits": 4, "method": "fade-gptq", "wall_s": 155.9}],
+               "grid_projection": {"calibration_seconds_per_run": {"gptq": 146.4, "qep": 345.1, "fade": 342.8}}}
+    seconds, source = _seconds(peers, tmp_path, payload)
+    assert seconds == {"gptq": 146.4, "qep": 345.1, "fade": 342.8}
+    assert "calibration.json" in source
+    # its projection is tiny.en's grid: another model gets nothing from it
+    seconds, source = _seconds(peers, tmp_path, payload, model="whisper-base")
+    assert seconds is None and "no calibration timing known" in source
 
 
 @pytest.mark.parametrize("text", ["{not json", json.dumps({"runs": []}), json.dumps(3)])

@@ -1,22 +1,14 @@
 """The peer benchmark's resume check: reports are reused only when settings and platform match."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "experiments" / "bench"
+from conftest import import_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import calibration_vs_peers
-    finally:
-        sys.path.remove(str(BENCH))
-    return calibration_vs_peers
+    return import_bench("calibration_vs_peers")
 
 
 CONTEXT = {"model": "whisper-tiny.en", "bits": 4, "method": "fade-gptq", "repeat": 1, "utterances": 128,

@@ -39,13 +39,9 @@ def test_runner_hypotheses_equal_a_plain_generate_loop(tiny_en, tmp_path):
 def test_device_benchmark_model_has_the_real_checkpoints_shapes(tiny_en):
     """experiments/bench/device_shapes.py times random weights; its timings stand for tiny.en's only
     if every parameter has the real checkpoint's shape (the vocabulary included)."""
-    import importlib.util
+    from tests.conftest import import_bench
 
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("device_shapes", REPO / "experiments" / "bench" / "device_shapes.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = import_bench("device_shapes")
     shaped = bench.build_shaped_whisper("whisper-tiny.en")
     real = {name: tuple(p.shape) for name, p in tiny_en.model.state_dict().items()}
     assert {name: tuple(p.shape) for name, p in shaped.model.state_dict().items()} == real

@@ -184,16 +184,13 @@ def _parse_calibration_arg(text: str) -> dict[str, float]:
     return found
 
 
-#: calibration_vs_peers.py's method names for fade's own calibrations, as calibration.py names them.
-_PEER_BENCH_METHODS = {"fade-gptq": "gptq", "fade-gptq+qep": "gptq+qep", "fade-fade": "gptq+fade"}
-
-
 def _calibration_json_seconds(path: Path, model: str, n: int) -> dict[str, float]:
-    """Wall seconds per method for ``model``, scaled to ``n`` utterances, from either benchmark's JSON.
+    """Wall seconds of one ``n``-utterance calibration per method for ``model``, from either benchmark's JSON.
 
-    experiments/bench/calibration.py writes a list of rows (method gptq, gptq+qep, ...);
-    calibration_vs_peers.py writes an object whose ``summary`` rows (medians over repeats) name fade's
-    methods fade-gptq, fade-gptq+qep, fade-fade.
+    experiments/bench/calibration.py writes a list of rows (method gptq, gptq+qep, ..., each with its
+    utterances), scaled here to ``n``. calibration_vs_peers.py writes an object whose
+    ``grid_projection.calibration_seconds_per_run`` already holds fade's per-method seconds at the
+    grid's utterance count (``project_tiny_grid``: tiny.en only); they are taken as they are.
     """
     try:
         payload = json.loads(path.read_text())
@@ -201,15 +198,15 @@ def _calibration_json_seconds(path: Path, model: str, n: int) -> dict[str, float
         raise SystemExit(f"--calibration-json {path}: not JSON ({error}); pass the output of "
                          "experiments/bench/calibration.py or calibration_vs_peers.py") from None
     if isinstance(payload, dict) and isinstance(payload.get("summary"), list):
-        rows = [{**r, "method": _PEER_BENCH_METHODS[r["method"]], "utterances": payload.get("utterances")}
-                for r in payload["summary"] if r.get("method") in _PEER_BENCH_METHODS]
-    elif isinstance(payload, list):
-        rows = payload
-    else:
+        per_run = (payload.get("grid_projection") or {}).get("calibration_seconds_per_run")
+        if model != "whisper-tiny.en" or not per_run:
+            return {}
+        return {"gptq": per_run["gptq"], "gptq+qep": per_run["qep"], "gptq+fade": per_run["fade"]}
+    if not isinstance(payload, list):
         raise SystemExit(f"--calibration-json {path}: neither calibration.py's list of rows nor "
                          "calibration_vs_peers.py's object with a 'summary' list")
-    rows = [r for r in rows if isinstance(r, dict) and r.get("model") == model and "@" not in r.get("method", "")]
-    # several rows of a method (repeats, or both bit widths of the grid): their median
+    rows = [r for r in payload if isinstance(r, dict) and r.get("model") == model and "@" not in r.get("method", "")]
+    # several rows of a method (repeats): their median
     seconds: dict[str, list[float]] = {}
     for r in rows:
         if r.get("utterances") and r.get("wall_s") is not None:
