@@ -8,7 +8,7 @@ from conftest import import_bench
 
 @pytest.fixture(scope="module")
 def bench():
-    return import_bench("calibration_vs_peers")
+    return import_bench("peers_common")
 
 
 CONTEXT = {"model": "whisper-tiny.en", "bits": 4, "method": "fade-gptq", "repeat": 1, "utterances": 128,
@@ -17,8 +17,8 @@ CONTEXT = {"model": "whisper-tiny.en", "bits": 4, "method": "fade-gptq", "repeat
 
 def test_written_report_is_reused_with_the_same_settings(bench, tmp_path):
     path = tmp_path / "r.json"
-    bench._write_report(path, {"wall_s": 12.5, "context": CONTEXT})
-    assert bench._reusable(path, dict(CONTEXT), resume=True)["wall_s"] == 12.5
+    bench.write_report(path, {"wall_s": 12.5, "context": CONTEXT})
+    assert bench.reusable_report(path, dict(CONTEXT), resume=True)["wall_s"] == 12.5
     assert not path.with_name("r.json.tmp").exists()
 
 
@@ -26,14 +26,14 @@ def test_written_report_is_reused_with_the_same_settings(bench, tmp_path):
                                     {"bits": 3}, {"peer_grid": "matched"}])
 def test_report_of_other_settings_or_machine_is_not_reused(bench, tmp_path, change):
     path = tmp_path / "r.json"
-    bench._write_report(path, {"wall_s": 12.5, "context": CONTEXT})
-    assert bench._reusable(path, {**CONTEXT, **change}, resume=True) is None
+    bench.write_report(path, {"wall_s": 12.5, "context": CONTEXT})
+    assert bench.reusable_report(path, {**CONTEXT, **change}, resume=True) is None
 
 
 def test_nothing_is_reused_without_resume_or_from_a_torn_file(bench, tmp_path):
     path = tmp_path / "r.json"
-    bench._write_report(path, {"wall_s": 12.5, "context": CONTEXT})
-    assert bench._reusable(path, CONTEXT, resume=False) is None
+    bench.write_report(path, {"wall_s": 12.5, "context": CONTEXT})
+    assert bench.reusable_report(path, CONTEXT, resume=False) is None
     path.write_text(json.dumps({"wall_s": 12.5, "context": CONTEXT})[:20])  # cut short mid-write
-    assert bench._reusable(path, CONTEXT, resume=True) is None
-    assert bench._reusable(tmp_path / "missing.json", CONTEXT, resume=True) is None
+    assert bench.reusable_report(path, CONTEXT, resume=True) is None
+    assert bench.reusable_report(tmp_path / "missing.json", CONTEXT, resume=True) is None

@@ -64,6 +64,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from peers.rss import reset_peak_rss, status_mib  # noqa: E402
+from peers_common import median, reusable_report, write_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = Path(os.environ.get("FADE_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -210,28 +211,6 @@ def _run(cmd: list[str], *, env: dict, cwd: Path, label: str, log: Path) -> dict
     return json.loads(lines[-1])
 
 
-def _write_report(path: Path, report: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # renamed into place: a killed run leaves no report that looks finished
-    tmp.write_text(json.dumps(report) + "\n")
-    tmp.replace(path)
-
-
-def _reusable(path: Path, context: dict, resume: bool) -> dict | None:
-    """The report at ``path`` if ``--resume`` is on and it was made with these settings on this platform."""
-    if not resume or not path.is_file():
-        return None
-    try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return report if report.get("context") == context else None
-
-
-def _median(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(statistics.median(values), 2) if values else None
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
@@ -363,8 +342,8 @@ def main() -> None:
                     context = {"model": model, "bits": bits, "method": method, "repeat": repeat, "utterances": args.n,
                                "threads": args.threads, "peer_grid": args.peer_grid, "platform": platform}
                     report_path = args.work_dir / f"{tag}-{method}-r{repeat}.json"
-                    report = _reusable(report_path, context, args.resume)
-                    wer_done = _reusable(args.work_dir / f"{tag}-{method}-wer.json", {**context, "repeat": 0}, args.resume)
+                    report = reusable_report(report_path, context, args.resume)
+                    wer_done = reusable_report(args.work_dir / f"{tag}-{method}-wer.json", {**context, "repeat": 0}, args.resume)
                     if report is not None and (weights is None or wer_done is not None or weights.is_file()):
                         reports[method].append(report)
                         runs.append(report)
@@ -385,7 +364,7 @@ def main() -> None:
                         report = _run(cmd, env=env, cwd=Path(scratch), label=f"{tag} {method} repeat {repeat}", log=log)
                     report.update(model=model, repeat=repeat, context=context,
                                   finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-                    _write_report(report_path, report)
+                    write_report(report_path, report)
                     reports[method].append(report)
                     runs.append(report)
                     print(f"  {tag} {method:<20} repeat {repeat}: wall {report['wall_s']:.1f} s, cpu {report['cpu_s']:.1f} s, "
@@ -393,26 +372,26 @@ def main() -> None:
             for method in args.methods:
                 rs = reports[method]
                 row = {"model": model, "bits": bits, "method": method, "repeats": len(rs),
-                       "wall_s": _median([r["wall_s"] for r in rs]), "cpu_s": _median([r["cpu_s"] for r in rs]),
-                       "peak_rss_mib": _median([r["peak_rss_mib"] for r in rs]),
-                       "rss_growth_mib": _median([r["peak_rss_mib"] - r["rss_before_mib"] for r in rs
+                       "wall_s": median([r["wall_s"] for r in rs]), "cpu_s": median([r["cpu_s"] for r in rs]),
+                       "peak_rss_mib": median([r["peak_rss_mib"] for r in rs]),
+                       "rss_growth_mib": median([r["peak_rss_mib"] - r["rss_before_mib"] for r in rs
                                                   if r.get("peak_rss_mib") is not None and r.get("rss_before_mib") is not None]),
-                       "total_wall_s": _median([r["total_wall_s"] for r in rs]),
-                       "total_cpu_s": _median([r["total_cpu_s"] for r in rs]),
-                       "total_peak_rss_mib": _median([r["total_peak_rss_mib"] for r in rs]), "wer": None}
+                       "total_wall_s": median([r["total_wall_s"] for r in rs]),
+                       "total_cpu_s": median([r["total_cpu_s"] for r in rs]),
+                       "total_peak_rss_mib": median([r["total_peak_rss_mib"] for r in rs]), "wer": None}
                 if method in FADE_METHODS:
-                    row["solve_s"] = _median([r["breakdown_s"]["solve"] for r in rs])
+                    row["solve_s"] = median([r["breakdown_s"]["solve"] for r in rs])
                 if not args.no_wer:
                     weights = rs[0]["weights"]
                     wer_context = {**rs[0]["context"], "repeat": 0}
                     wer_path = args.work_dir / f"{tag}-{method}-wer.json"
-                    result = _reusable(wer_path, wer_context, args.resume)
+                    result = reusable_report(wer_path, wer_context, args.resume)
                     if result is None:
                         result = _run([sys.executable, str(Path(__file__).resolve()), "--eval-weights", weights,
                                        "--model", model, "--test-manifest", str(args.test_manifest),
                                        "--threads", str(args.threads), "--eval-dir", str(args.work_dir / f"{tag}-{method}-wer")],
                                       env=env, cwd=REPO, label=f"{tag} {method} WER", log=args.work_dir / f"{tag}-{method}-wer.log")
-                        _write_report(wer_path, {**result, "context": wer_context})
+                        write_report(wer_path, {**result, "context": wer_context})
                     row.update(wer=result["wer"], eval_seconds=result["eval_seconds"], test_utterances=result["utterances"])
                     if model == "whisper-tiny.en":
                         measured_eval.append(result["eval_seconds"] / result["utterances"])

@@ -9,7 +9,15 @@ transformers, and which faster-whisper loads directly), the same per-utterance t
 loading is timed apart (``load_s``). WER comes from ``fade.eval.wer`` (Whisper's English normalizer)
 for every method.
 
-    python experiments/bench/eval_vs_peers.py [--model whisper-tiny.en] [--n 64 | --full] [--threads 2]
+    python experiments/bench/eval_vs_peers.py [--model whisper-tiny.en] [--n 64 | --full] [--threads 2] [--repeats 3]
+    python experiments/bench/eval_vs_peers.py --resume    # pick up an interrupted run
+
+Each method runs ``--repeats`` times (default 3), the methods interleaved repeat by repeat, and the
+table shows the median of wall seconds, CPU seconds and peak RSS (the per-repeat figures are printed
+and kept in the JSON); hypotheses are those of the first repeat, and the JSON says whether every
+repeat produced the same. Every finished worker leaves its report in ``--work-dir``
+(``<model>-n<N>-bs<B>-t<T>-<method>-r<k>.json``, written whole or not at all); ``--resume`` reuses
+the reports whose settings and platform (``fade.process.platform_tag``) match this run.
 
 Methods (``--methods``):
 - ``transformers-bs1``: fade.eval.reference.whisper_generate_loop, one utterance per ``generate``;
@@ -50,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from peers_common import (REPO, calibration_seconds, ct2_model_dir, decoder_flops, encoder_flops, generated_tokens,
-                          machine_matmul_rate, project_grid, whisper_config)
+                          machine_matmul_rate, median, project_grid, reusable_report, whisper_config, write_report)
 
 DEFAULT_MANIFEST = Path(os.environ.get("FADE_DATASETS", REPO.parent / "shared" / "datasets")) / "kathleen" / "test.tsv"
 METHODS = ("transformers-bs1", "transformers-batched", "fade", "faster-whisper-float32", "faster-whisper-int8")
@@ -182,6 +190,25 @@ def worker(args) -> dict[str, Any]:
             "threads": args.threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "settings": settings}
 
 
+TIMINGS = ("wall_s", "cpu_s", "peak_rss_mib", "load_s")
+
+
+def summarize_repeats(reports: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One row per method that finished at least once: the first repeat's hypotheses, the median of
+    each timing over the repeats, the per-repeat timings, and whether every repeat transcribed alike."""
+    rows = {}
+    for method, done in reports.items():
+        if not done:
+            continue
+        first = done[0]
+        timings = [{key: r[key] for key in TIMINGS} for r in done]
+        row = {key: value for key, value in first.items() if key != "context"}
+        row.update({key: median([t[key] for t in timings]) for key in TIMINGS}, repeats=timings,
+                   hypotheses_same_every_repeat=all(r["hypotheses"] == first["hypotheses"] for r in done))
+        rows[method] = row
+    return rows
+
+
 # --------------------------------------------------------------------------- parent
 
 
@@ -212,6 +239,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads / CTranslate2 cpu_threads, the same for all")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method, interleaved (the table shows the median)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished runs' reports in --work-dir made with these settings on this platform")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "bench" / "eval_vs_peers",
+                        help="one report per method and repeat (written whole or not at all)")
     parser.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="passive")
     parser.add_argument("--calibration-seconds", help="seconds of one 128-utterance calibration for the grid projection: "
                         "one number for every method, or gptq=S,qep=S,fade=S")
@@ -224,6 +256,8 @@ def main() -> None:
     if args.worker:  # child process
         args.result_file.write_text(json.dumps(worker(args)))
         return
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be at least 1, got {args.repeats}")
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     if args.omp_wait_policy != "inherit":
@@ -241,17 +275,40 @@ def main() -> None:
           f"OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY', 'unset')}; load average before: {load_before:.2f}; "
           f"float32 matmul: {machine['gflops']:.1f} GFLOP/s, {machine['gflops_per_cpu_s']:.1f} GFLOP per CPU-s", flush=True)
 
-    rows: dict[str, dict[str, Any]] = {}
+    from fade.process import platform_tag
+
+    platform = platform_tag()
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{args.model}-{'full' if args.full else f'n{len(utterances)}'}-bs{args.batch_size}-t{args.threads}"
+    methods = []
     for method in args.methods:
         if method.startswith("faster-whisper") and importlib.util.find_spec("faster_whisper") is None:
             print(f"  {method}: skipped, faster-whisper is not installed (pip install faster-whisper)", flush=True)
-            continue
-        print(f"  {method} ...", end="", flush=True)
-        row = run_worker(method, args, env)
-        if row is None:
-            continue
-        print(f" {row['wall_s']:.1f} s", flush=True)
-        rows[method] = row
+        else:
+            methods.append(method)
+    reports: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
+    resumed = 0
+    for repeat in range(args.repeats):
+        for method in methods:  # interleaved, so slow drift of the machine spreads over all methods
+            context = {"model": args.model, "manifest": str(args.manifest), "utterances": len(utterances),
+                       "threads": args.threads, "batch_size": args.batch_size, "omp_wait_policy": env.get("OMP_WAIT_POLICY"),
+                       "method": method, "repeat": repeat, "platform": platform}
+            path = args.work_dir / f"{tag}-{method}-r{repeat}.json"
+            row = reusable_report(path, context, args.resume)
+            if row is not None:
+                resumed += 1
+                print(f"  {method} repeat {repeat}: reused {path.name}", flush=True)
+            else:
+                print(f"  {method} repeat {repeat} ...", end="", flush=True)
+                row = run_worker(method, args, env)
+                if row is None:
+                    continue
+                row["context"] = context
+                write_report(path, row)
+                print(f" {row['wall_s']:.1f} s", flush=True)
+            reports[method].append(row)
+
+    rows = summarize_repeats(reports)
 
     machine = machine_matmul_rate(config, args.threads, previous=machine)  # again after the workers; the best of both
     references = [u.text for u in utterances]
@@ -284,7 +341,12 @@ def main() -> None:
 
     header = ["method", "wall s", "CPU s", "utt/s", "utt/CPU-s", "× bs=1 (CPU)", "peak RSS MiB", "WER %",
               "same as bs=1", "GFLOP/s", "% of matmul", "% per CPU-s"]
-    print(f"\n{args.model}, {n} utterances, {args.threads} threads. '× bs=1': utterances per CPU-second over the transformers "
+    print("\nPer repeat (wall s / CPU s / peak RSS MiB):")
+    for method, r in rows.items():
+        cells = [f"{t['wall_s']:.1f} / {t['cpu_s']:.1f} / {t['peak_rss_mib']:.0f}" for t in r["repeats"]]
+        print(f"  {label(method, args.batch_size):<32} " + " | ".join(cells)
+              + ("" if r["hypotheses_same_every_repeat"] else "  (hypotheses differ between repeats)"))
+    print(f"\n{args.model}, {n} utterances, {args.threads} threads, median of {args.repeats} ({platform}). '× bs=1': utterances per CPU-second over the transformers "
           f"batch-1 loop's. '% of matmul': evaluation FLOPs per wall second over the float32 matmul rate "
           f"({machine['gflops']:.1f} GFLOP/s); '% per CPU-s': per CPU second over the matmul's "
           f"({machine['gflops_per_cpu_s']:.1f} GFLOP per CPU-s). int8 rows are compared with the float32 rate too.\n")
@@ -344,6 +406,7 @@ def main() -> None:
         row["label"] = label(row["method"], args.batch_size)
     result = {"model": args.model, "manifest": str(args.manifest), "utterances": n, "threads": args.threads,
               "batch_size": args.batch_size, "omp_wait_policy": env.get("OMP_WAIT_POLICY"),
+              "repeats": args.repeats, "platform": platform, "resumed_runs": resumed,
               "load_average_before": round(load_before, 2), "token_cap_rule": f"ceil({TOKENS_PER_SECOND} * seconds) + {TOKEN_FLOOR}",
               "machine_matmul": machine, "encoder_gflop_per_utterance": round(enc_flops / 1e9, 3),
               "flops_note": "useful FLOPs (2 per multiply-add): encoder per 30 s window, decoder from the re-tokenised "

@@ -1,4 +1,5 @@
-"""Helpers for the peer benchmarks (experiments/bench/eval_vs_peers.py): where the raw CTranslate2
+"""Helpers for the peer benchmarks (eval_vs_peers.py, calibration_vs_peers.py): reports written
+whole and reused on ``--resume`` only with the same settings and platform, where the raw CTranslate2
 Whisper folder of an offline package is, Whisper FLOPs per utterance, the machine's float32
 matrix-multiply rate, and the projected wall time of the paper grid.
 
@@ -16,6 +17,34 @@ from pathlib import Path
 from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
+
+# --------------------------------------------------------------------------- resumable reports
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Write ``report`` as JSON at ``path`` whole or not at all (renamed into place), so a benchmark
+    killed midway leaves no report that looks finished."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report) + "\n")
+    tmp.replace(path)
+
+
+def reusable_report(path: Path, context: dict, resume: bool) -> dict | None:
+    """The report at ``path`` if ``resume`` is on and its ``context`` (settings and platform) equals ``context``."""
+    if not resume or not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return report if report.get("context") == context else None
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """Median of the values that exist, rounded to 2 decimals; ``None`` if there are none."""
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 2) if values else None
+
 
 # --------------------------------------------------------------------------- CTranslate2 folder
 
