@@ -203,7 +203,7 @@ def summarize_repeats(reports: dict[str, list[dict[str, Any]]]) -> dict[str, dic
         first = done[0]
         timings = [{key: r[key] for key in TIMINGS} for r in done]
         row = {key: value for key, value in first.items() if key != "context"}
-        row.update({key: median([t[key] for t in timings]) for key in TIMINGS}, repeats=timings,
+        row.update({key: median([t[key] for t in timings]) for key in TIMINGS}, per_repeat=timings,
                    hypotheses_same_every_repeat=all(r["hypotheses"] == first["hypotheses"] for r in done))
         rows[method] = row
     return rows
@@ -343,7 +343,7 @@ def main() -> None:
               "same as bs=1", "GFLOP/s", "% of matmul", "% per CPU-s"]
     print("\nPer repeat (wall s / CPU s / peak RSS MiB):")
     for method, r in rows.items():
-        cells = [f"{t['wall_s']:.1f} / {t['cpu_s']:.1f} / {t['peak_rss_mib']:.0f}" for t in r["repeats"]]
+        cells = [f"{t['wall_s']:.1f} / {t['cpu_s']:.1f} / {t['peak_rss_mib']:.0f}" for t in r["per_repeat"]]
         print(f"  {label(method, args.batch_size):<32} " + " | ".join(cells)
               + ("" if r["hypotheses_same_every_repeat"] else "  (hypotheses differ between repeats)"))
     print(f"\n{args.model}, {n} utterances, {args.threads} threads, median of {args.repeats} ({platform}). '× bs=1': utterances per CPU-second over the transformers "
