@@ -6,6 +6,7 @@
 #   experiments/fade_grid.sh [model] [extra overrides...]      e.g. experiments/fade_grid.sh whisper_base runner.device=cuda
 #   STAGES="followup main" BITS=w3g128 experiments/fade_grid.sh     # pick and order the stages
 #   PLAN=1 experiments/fade_grid.sh moonshine_base_en            # what is done on this machine, what is left, how long
+#   ALL=1 experiments/fade_grid.sh                                # hand every run to `fade`, finished ones too (they skip)
 # Then: fade-aggregate outputs/multirun/fade_grid_<model name>   and   fade-dashboard <same folder>
 #
 # Stages (default order: main alpha followup ablate):
@@ -30,12 +31,10 @@ ABLATION_SEEDS=${ABLATION_SEEDS-"0 1"}
 V_INT=${V_INT-"rtn_error kurtosis outlier_ratio crest_factor low_stable_rank"}
 R_CALIB=${R_CALIB-"predicted_gain heldout_gain heldout_alpha correction_size input_discrepancy hessian_effective_rank hessian_conditioning"}
 PLAN=${PLAN:-}                       # PLAN=1: run nothing; list each run as done/pending on this machine, with time estimates (fade-plan)
-PLAN_FILE=""
-if [ -n "$PLAN" ]; then PLAN_FILE=$(mktemp); trap 'rm -f "$PLAN_FILE"' EXIT; fi
-run() {
-  if [ -n "$PLAN_FILE" ]; then printf '%q ' experiment=fade_grid model="$MODEL" "$@" >> "$PLAN_FILE"; echo >> "$PLAN_FILE"; return; fi
-  fade -m experiment=fade_grid model="$MODEL" runner.progress_bar=false "$@" || echo "FAILED: $*" >&2
-}
+ALL=${ALL:-}                         # ALL=1: hand every run to `fade`, finished ones included (fade skips them itself)
+# The stages only list their runs, one shell-quoted line of overrides each; what runs is decided below.
+RUNS_FILE=$(mktemp); trap 'rm -f "$RUNS_FILE"' EXIT
+run() { printf '%q ' experiment=fade_grid model="$MODEL" runner.progress_bar=false "$@" >> "$RUNS_FILE"; echo >> "$RUNS_FILE"; }
 
 stage_main() {
   for bits in $BITS; do
@@ -83,4 +82,17 @@ for stage in $STAGES; do
   declare -F "stage_$stage" >/dev/null || { echo "unknown stage $stage (main alpha followup ablate)" >&2; exit 2; }
   "stage_$stage" "$@"
 done
-if [ -n "$PLAN_FILE" ]; then fade-plan "$PLAN_FILE"; fi
+if [ -n "$PLAN" ]; then fade-plan "$RUNS_FILE"; exit; fi
+# Only the runs not finished on this machine go to `fade`. fade would skip a finished one too, but
+# after a process start and a Hydra composition (seconds each, minutes over a resumed grid), and
+# Hydra rewrites the run's committed .hydra/ files before the skip. fade-plan makes fade's own
+# resume check (fade.tasks.resume), lists a run named by two stages once, and keeps the order.
+if [ -z "$ALL" ]; then
+  todo=$(fade-plan --pending "$RUNS_FILE") || { echo "fade-plan could not list the pending runs (ALL=1 runs every one)" >&2; exit 2; }
+  printf '%s\n' "$todo" > "$RUNS_FILE"
+fi
+while IFS= read -r line <&3; do
+  [ -n "$line" ] || continue
+  eval "overrides=($line)"   # shell-quoted by printf %q above or shlex.join in fade-plan
+  fade -m "${overrides[@]}" || echo "FAILED: $line" >&2
+done 3< "$RUNS_FILE"

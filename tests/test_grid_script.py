@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,19 +15,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _commands(tmp_path: Path, **env: str) -> list[list[str]]:
-    """The argument lists the script passes to `fade`, recorded by a stand-in on PATH."""
+    """The argument lists the script passes to `fade`, recorded by a stand-in on PATH. The script runs
+    in ``tmp_path``, so the sweep folders it resumes are ``tmp_path/outputs/...``, empty unless a test
+    puts runs there (the real `fade-plan` decides which runs are finished)."""
     stub = tmp_path / "bin" / "fade"
-    stub.parent.mkdir()
+    stub.parent.mkdir(exist_ok=True)
     stub.write_text('#!/bin/sh\nprintf "%s\\n" "$*" >> "$FADE_CALLS"\n')
     stub.chmod(0o755)
     calls = tmp_path / "calls.txt"
+    calls.unlink(missing_ok=True)
     run_env = {**os.environ, **env, "PATH": f"{stub.parent}:{os.environ['PATH']}", "FADE_CALLS": str(calls)}
-    subprocess.run(["bash", str(REPO / "experiments" / "fade_grid.sh"), "whisper_tiny_en"], env=run_env, check=True)
-    return [line.split() for line in calls.read_text().splitlines()]
+    subprocess.run(["bash", str(REPO / "experiments" / "fade_grid.sh"), "whisper_tiny_en"], env=run_env, check=True,
+                   cwd=tmp_path)
+    return [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
 
 
 def test_every_grid_command_composes_and_the_stages_add_up(tmp_path):
-    commands = _commands(tmp_path)
+    commands = _commands(tmp_path, ALL="1")  # nothing is finished in tmp_path: ALL=1 only saves fade-plan's time
     assert all(c[:2] == ["-m", "experiment=fade_grid"] for c in commands)
     runs = {frozenset(c[1:]) for c in commands}  # a run listed by two stages is one run (resume skips it)
     main = 2 * (1 + 5 * 3)             # per width: RTN + 5 seeds × (GPTQ, QEP 0.5, FADE)
@@ -41,7 +46,7 @@ def test_every_grid_command_composes_and_the_stages_add_up(tmp_path):
 
 
 def test_stages_are_picked_and_ordered_by_name(tmp_path):
-    commands = _commands(tmp_path, STAGES="followup", BITS="w3g128", SEEDS="3")
+    commands = _commands(tmp_path, ALL="1", STAGES="followup", BITS="w3g128", SEEDS="3")
     assert [c[-1] for c in commands] == ["calibration.dev_samples=100"] * 3
     assert "compensation.r_calib=heldout_gain" in commands[1] and "method=qep" in commands[0]
     assert "compensation.mapping=direct" in commands[2]
@@ -55,10 +60,27 @@ def test_the_script_names_every_committed_grid_run(tmp_path):
     folders, whose names are their overrides spelt exactly (``alpha=1`` and ``alpha=1.0`` differ)."""
     import yaml
 
-    commands = _commands(tmp_path)
+    commands = _commands(tmp_path, ALL="1")
     scripted = {frozenset(o for o in c if o not in ("-m", "runner.progress_bar=false")) for c in commands}
     committed = sorted((REPO / "outputs" / "multirun" / "fade_grid_whisper-tiny.en").glob("*/*/.hydra/overrides.yaml"))
     assert committed, "no committed tiny.en grid runs"
     for path in committed:
         overrides = frozenset(o for o in yaml.safe_load(path.read_text()) if not o.startswith("runner.progress_bar="))
         assert overrides in scripted, f"{path.parent.parent.name} is not a run of experiments/fade_grid.sh"
+
+
+def test_only_runs_not_finished_on_this_machine_reach_fade(tmp_path):
+    """A resumed grid hands fade only its unfinished runs (a finished one would cost a process start,
+    and Hydra would rewrite its committed .hydra/ files before skipping it); ALL=1 hands it all."""
+    from fade.process import platform_tag
+
+    name = "bits=w3g128,calibration.seed=0,experiment=fade_grid,method=gptq,model=whisper_tiny_en"
+    record = next((REPO / "outputs" / "multirun" / "fade_grid_whisper-tiny.en").glob(f"*/{name}"))
+    here = tmp_path / "outputs" / "multirun" / "fade_grid_whisper-tiny.en" / platform_tag() / name
+    shutil.copytree(record, here)
+    env = {"STAGES": "main", "BITS": "w3g128", "SEEDS": "0"}
+    methods = lambda commands: [next(o for o in c if o.startswith("method=")) for c in commands]  # noqa: E731
+    assert methods(_commands(tmp_path, **env)) == ["method=rtn", "method=qep", "method=fade"]
+    assert methods(_commands(tmp_path, ALL="1", **env)) == ["method=rtn", "method=gptq", "method=qep", "method=fade"]
+    (here / "metrics.json").unlink()  # a run that crashed midway leaves no metrics.json: it runs again
+    assert methods(_commands(tmp_path, **env)) == ["method=rtn", "method=gptq", "method=qep", "method=fade"]
