@@ -69,6 +69,10 @@ def test_the_script_names_every_committed_grid_run(tmp_path):
         assert overrides in scripted, f"{path.parent.parent.name} is not a run of experiments/fade_grid.sh"
 
 
+def _methods(commands: list[list[str]]) -> list[str]:
+    return [next(o for o in c if o.startswith("method=")) for c in commands]
+
+
 def test_only_runs_not_finished_on_this_machine_reach_fade(tmp_path):
     """A resumed grid hands fade only its unfinished runs (a finished one would cost a process start,
     and Hydra would rewrite its committed .hydra/ files before skipping it); ALL=1 hands it all."""
@@ -79,8 +83,7 @@ def test_only_runs_not_finished_on_this_machine_reach_fade(tmp_path):
     here = tmp_path / "outputs" / "multirun" / "fade_grid_whisper-tiny.en" / platform_tag() / name
     shutil.copytree(record, here)
     env = {"STAGES": "main", "BITS": "w3g128", "SEEDS": "0"}
-    methods = lambda commands: [next(o for o in c if o.startswith("method=")) for c in commands]  # noqa: E731
-    assert methods(_commands(tmp_path, **env)) == ["method=rtn", "method=qep", "method=fade"]
-    assert methods(_commands(tmp_path, ALL="1", **env)) == ["method=rtn", "method=gptq", "method=qep", "method=fade"]
+    assert _methods(_commands(tmp_path, **env)) == ["method=rtn", "method=qep", "method=fade"]
+    assert _methods(_commands(tmp_path, ALL="1", **env)) == ["method=rtn", "method=gptq", "method=qep", "method=fade"]
     (here / "metrics.json").unlink()  # a run that crashed midway leaves no metrics.json: it runs again
-    assert methods(_commands(tmp_path, **env)) == ["method=rtn", "method=gptq", "method=qep", "method=fade"]
+    assert _methods(_commands(tmp_path, **env)) == ["method=rtn", "method=gptq", "method=qep", "method=fade"]
