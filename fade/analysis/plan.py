@@ -145,11 +145,9 @@ def estimate_seconds(planned: Sequence[PlannedRun]) -> list[PlannedRun]:
     measured: dict[tuple[Path, str], list[float]] = defaultdict(list)
     stale = {run.folder for run in planned if run.status == "stale"}
     for sweep in dict.fromkeys(run.folder.parent for run in planned):
-        try:
-            finished_runs = find_runs(sweep)
-        except DataError:
-            continue  # no such folder yet, or nothing finished in it (a crashed run's fp/metrics.json alone is not a run)
-        for finished in finished_runs:
+        if not sweep.is_dir():
+            continue  # no such folder yet
+        for finished in find_runs(sweep, allow_none=True):  # a crashed run's fp/metrics.json alone is not a run
             recorded[finished.path] = seconds = compute_seconds(finished)
             if seconds is not None and finished.path not in stale:
                 for label in labels_of(finished.metrics):

@@ -119,8 +119,9 @@ def fade_variant(compensation: dict[str, Any]) -> str:
                     if key in compensation and compensation[key] != defaults.get(key))
 
 
-def find_runs(folder: str | Path) -> list[Run]:
-    """Every finished run under ``folder`` (itself a run folder, or a sweep of them), sorted by path."""
+def find_runs(folder: str | Path, *, allow_none: bool = False) -> list[Run]:
+    """Every finished run under ``folder`` (itself a run folder, or a sweep of them), sorted by path.
+    None finished is an error unless ``allow_none`` (a sweep that has only started, or only crashed)."""
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder; pass a run folder (outputs/runs/...) or a sweep folder (outputs/multirun/...)")
@@ -134,6 +135,6 @@ def find_runs(folder: str | Path) -> list[Run]:
         except json.JSONDecodeError as exc:
             raise DataError(f"{metrics_path} is not valid JSON ({exc}); delete it and re-run that run") from exc
         runs.append(Run(run_folder, metrics))
-    if not runs:
+    if not runs and not allow_none:
         raise DataError(f"no finished runs under {root} (no metrics.json): has the sweep written any results yet?")
     return runs
