@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from fade.analysis.aggregate import aggregate, main
-from fade.analysis.stats import paired_bootstrap, paired_seed_test, replicate_split
+from fade.analysis.stats import paired_bootstrap, paired_seed_test, paired_spread_test, replicate_split
 from fade.errors import DataError
 
 # --- statistics against direct references -------------------------------------------------------
@@ -32,6 +32,23 @@ def test_paired_seed_test_matches_the_t_formula():
 def test_paired_seed_test_is_undefined_without_variation():
     result = paired_seed_test(np.array([0.1, 0.2]), np.array([0.1, 0.2]))
     assert result.mean_difference == 0 and result.t_pvalue is None and result.wilcoxon_pvalue is None
+
+
+def test_paired_spread_test_matches_the_variance_ratio_form():
+    # Pitman–Morgan written with the variance ratio F and the correlation of a and b:
+    # t = (F − 1)·√(n − 2) / (2·√(F·(1 − r²))), an algebraically different route to the same test.
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        shared = rng.normal(size=6)
+        a = 0.08 + 0.002 * shared + 0.004 * rng.normal(size=6)
+        b = 0.08 + 0.002 * shared + 0.010 * rng.normal(size=6)
+        n, F, r = len(a), a.var(ddof=1) / b.var(ddof=1), np.corrcoef(a, b)[0, 1]
+        t = (F - 1) * math.sqrt(n - 2) / (2 * math.sqrt(F * (1 - r * r)))
+        result = paired_spread_test(a, b)
+        assert result.std_ratio == pytest.approx(math.sqrt(F))
+        assert result.pvalue == pytest.approx(2 * stats.t.sf(abs(t), n - 2))
+    assert paired_spread_test(np.array([0.1, 0.2, 0.3]), np.array([0.2, 0.3, 0.4])).pvalue == 1.0  # same spread exactly
+    assert paired_spread_test(np.array([0.1, 0.2]), np.array([0.2, 0.4])).pvalue is None  # two seeds: no test
 
 
 def test_bootstrap_point_estimate_and_interval():
@@ -119,6 +136,27 @@ def test_alpha_chosen_on_dev_and_oracle_alpha_are_reported_apart(tmp_path):
     assert "gptq+qep(α=1, oracle: chosen on test)" in methods
     dev_row = next(r for r in result["summary"] if r["method"].endswith("chosen on dev)"))
     assert dev_row["wer_mean"] == pytest.approx(0.305)
+
+
+def test_alpha_chosen_on_each_seeds_own_dev_split(tmp_path):
+    # dev prefers α=0 on seed 0 and α=0.75 on seed 1; over the seeds α=0 wins (mean dev 0.200 vs 0.217).
+    # On seed 2 the two tie on dev: the α nearer QEP's 0.5 is taken (0.75, not the smaller 0).
+    dev = {(0.0, 0): 0.10, (0.75, 0): 0.20, (0.0, 1): 0.30, (0.75, 1): 0.25, (0.0, 2): 0.20, (0.75, 2): 0.20}
+    test = {0.0: 0.30, 0.75: 0.20}
+    for (alpha, seed), wer_dev in dev.items():
+        _fake_run(tmp_path / "s" / f"a{alpha}_s{seed}", alpha, seed, test[alpha] + 0.01 * seed, wer_dev)
+    for seed in (0, 1, 2):
+        _fake_fade_run(tmp_path / "s" / f"fade{seed}", seed, 0.22, None)
+    result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
+    rows = {r["method"]: r for r in result["summary"]}
+    assert "gptq+qep(α=0, chosen on dev)" in rows
+    per_seed = rows["gptq+qep(α chosen on dev per seed: 0 0.75 0.75)"]
+    wers = [test[0.0] + 0.00, test[0.75] + 0.01, test[0.75] + 0.02]
+    assert per_seed["wer_mean"] == pytest.approx(np.mean(wers))
+    assert per_seed["wer_std"] == pytest.approx(np.std(wers, ddof=1))
+    assert per_seed["wer_dev_mean"] == pytest.approx(np.mean([0.10, 0.25, 0.20]))
+    fade_vs = {c["b"]: c for c in result["comparisons"] if c["a"] == "gptq+fade"}
+    assert fade_vs[per_seed["method"]]["mean_difference"] == pytest.approx(0.22 - np.mean(wers))
 
 
 def test_two_runs_of_one_cell_are_an_error(tmp_path):

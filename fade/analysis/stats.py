@@ -2,7 +2,8 @@
 
 Two sources of variation matter and are tested separately:
 - the calibration draw (seeds): paired t-test and Wilcoxon signed-rank test on per-seed WERs,
-  pairing runs that share a seed (the same 128 calibration utterances);
+  pairing runs that share a seed (the same 128 calibration utterances), and the Pitman–Morgan test
+  of equal spread over those paired seeds (`paired_spread_test`);
 - the test utterances: a paired bootstrap that resamples utterances (the same resample for both
   methods and all seeds) and recomputes the corpus-level WER difference.
 
@@ -39,6 +40,43 @@ def paired_seed_test(wer_a: np.ndarray, wer_b: np.ndarray) -> PairedSeedTest:
     if len(diff) >= 2 and np.any(diff != 0):
         w_p = float(stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
     return PairedSeedTest(len(diff), float(diff.mean()) if len(diff) else float("nan"), t_p, w_p)
+
+
+@dataclass(frozen=True)
+class PairedSpreadTest:
+    seeds: int
+    std_ratio: float | None  # std over seeds of a / that of b; None when b does not vary
+    pvalue: float | None  # Pitman–Morgan test of equal variances (two-sided); None with fewer than 3 seeds
+
+
+def paired_spread_test(wer_a: np.ndarray, wer_b: np.ndarray) -> PairedSpreadTest:
+    """Does method a vary less over calibration seeds than method b? (FADE's second claim.)
+
+    The two WER vectors are paired by seed, so an F-test, which assumes independent samples, does
+    not apply. Pitman–Morgan: var(a) = var(b) exactly when a + b and a − b are uncorrelated, since
+    cov(a + b, a − b) = var(a) − var(b); the sample correlation r of the two is tested with
+    t = r·√(n − 2)/√(1 − r²) on n − 2 degrees of freedom. With five seeds it only sees large
+    ratios (about 3× in std), so a p-value above 0.05 says "not shown", not "equal".
+    """
+    from scipy import stats
+
+    a, b = np.asarray(wer_a, dtype=float), np.asarray(wer_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired tests need two equal-length vectors, got {a.shape} and {b.shape}")
+    n = len(a)
+    std_a = float(a.std(ddof=1)) if n >= 2 else float("nan")
+    std_b = float(b.std(ddof=1)) if n >= 2 else float("nan")
+    ratio = std_a / std_b if n >= 2 and std_b > 0 else None
+    if n < 3:
+        return PairedSpreadTest(n, ratio, None)
+    total, diff = a + b, a - b
+    if any(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())) for x in (total, diff)):
+        return PairedSpreadTest(n, ratio, 1.0)  # a − b or a + b constant: the variances are equal exactly
+    r = float(np.corrcoef(total, diff)[0, 1])
+    if abs(r) >= 1:
+        return PairedSpreadTest(n, ratio, 0.0)
+    t = r * np.sqrt(n - 2) / np.sqrt(1 - r * r)
+    return PairedSpreadTest(n, ratio, float(2 * stats.t.sf(abs(t), n - 2)))
 
 
 @dataclass(frozen=True)
