@@ -10,6 +10,10 @@ stream at the peak. Anything above that slope is memory growing with the calibra
 not accounted for.
 
     python experiments/bench/scaling.py [--models whisper-tiny.en whisper-base] [--n 16 32 64 128 256] [--method gptq+qep]
+
+Each finished point is written whole to ``--work-dir`` with its settings and platform; ``--resume``
+reuses those, so a sweep cut short (base at 256 utterances is tens of minutes on two cores)
+continues with the points it lacks. Points from another machine or other settings are redone.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from peers_common import reusable_report, write_report  # noqa: E402
 #: Hidden width of the encoder and the frames of Whisper's 30-second window.
 WIDTH = {"whisper-tiny.en": 384, "whisper-base": 512}
 FRAMES = 1500
@@ -41,15 +47,30 @@ def main() -> None:
     parser.add_argument("--n", nargs="+", type=int, default=[16, 32, 64, 128, 256])
     parser.add_argument("--method", default="gptq+qep")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "scaling.json")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "bench" / "scaling",
+                        help="one report per finished point (reused with --resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the finished points in --work-dir made with these settings on this platform")
     args = parser.parse_args()
+    from fade.process import platform_tag
+
+    platform = platform_tag()
+    args.work_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for model in args.models:
         for n in args.n:
-            cmd = [sys.executable, str(HERE / "calibration.py"), "--method", args.method, "--model", model, "--n", str(n)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            row = json.loads(out)
+            context = {"model": model, "method": args.method, "utterances": n, "platform": platform}
+            path = args.work_dir / f"{model}-{args.method}-n{n}.json"
+            row = reusable_report(path, context, args.resume)
+            resumed = row is not None
+            if not resumed:
+                cmd = [sys.executable, str(HERE / "calibration.py"), "--method", args.method, "--model", model, "--n", str(n)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                row = {**json.loads(out), "context": context}
+                write_report(path, row)
             rows.append(row)
-            print(f"{model:<18}{n:>5}{row['wall_s']:>9.1f} s{row['cpu_s']:>9.1f} CPU-s{row['peak_rss_mib']:>8.0f} MiB", flush=True)
+            print(f"{model:<18}{n:>5}{row['wall_s']:>9.1f} s{row['cpu_s']:>9.1f} CPU-s{row['peak_rss_mib']:>8.0f} MiB"
+                  f"{'  (resumed)' if resumed else ''}", flush=True)
     print(f"\n{'model':<18}{'utts':>6}{'wall s':>9}{'s/utt':>8}{'peak MiB':>10}")
     summary = []
     for model in args.models:
@@ -64,7 +85,7 @@ def main() -> None:
             summary.append({"model": model, "mib_per_utterance": slope, "intercept_mib": intercept, "predicted_mib_per_utterance": predicted})
             print(f"  memory: {intercept:.0f} MiB + {slope:.2f} MiB per utterance (documented caches: {predicted:.2f} MiB per utterance)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"points": rows, "fits": summary}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"platform": platform, "points": rows, "fits": summary}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
