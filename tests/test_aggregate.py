@@ -157,6 +157,27 @@ def test_alpha_chosen_on_each_seeds_own_dev_split(tmp_path):
     assert per_seed["wer_dev_mean"] == pytest.approx(np.mean([0.10, 0.25, 0.20]))
     fade_vs = {c["b"]: c for c in result["comparisons"] if c["a"] == "gptq+fade"}
     assert fade_vs[per_seed["method"]]["mean_difference"] == pytest.approx(0.22 - np.mean(wers))
+    # FADE's WER is the same on every seed: its spread is 0 against the tuned baseline's
+    assert fade_vs[per_seed["method"]]["std_ratio"] == pytest.approx(0.0)
+    assert fade_vs[per_seed["method"]]["spread_pvalue"] is not None
+
+
+def test_rtn_has_no_spread_to_compare(tmp_path):
+    """RTN uses no data: its one run stands for every seed, so a spread test against it would test nothing."""
+    def retag(folder, **changed):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics.update(alpha=None, **changed)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    _fake_run(tmp_path / "s" / "rtn", 0.5, 0, 0.40, 0.40)
+    retag(tmp_path / "s" / "rtn", method="rtn", quantizer="rtn", compensation="none")
+    for seed, wer in ((0, 0.20), (1, 0.30), (2, 0.25)):
+        _fake_run(tmp_path / "s" / f"g{seed}", 0.5, seed, wer, 0.2)
+        retag(tmp_path / "s" / f"g{seed}", method="gptq", compensation="none")
+    result = aggregate([tmp_path / "s"], tmp_path / "out", resamples=100)
+    (row,) = [c for c in result["comparisons"] if (c["a"], c["b"]) == ("gptq", "rtn")]
+    assert row["n"] == 3 and row["std_b"] == 0.0
+    assert row["std_ratio"] is None and row["spread_pvalue"] is None
 
 
 def test_two_runs_of_one_cell_are_an_error(tmp_path):

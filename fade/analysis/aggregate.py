@@ -284,6 +284,8 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
     if not seeds:
         return None
     units, wer_a, wer_b = _compare_units([a.at_seed(s) for s in seeds], [b.at_seed(s) for s in seeds], resamples=resamples)
+    if a.seed_free or b.seed_free:
+        units.update(std_ratio=None, spread_pvalue=None)  # RTN has no spread over seeds to compare
     std_a = None if len(seeds) < 2 else 0.0 if a.seed_free else float(wer_a.std(ddof=1))
     std_b = None if len(seeds) < 2 else 0.0 if b.seed_free else float(wer_b.std(ddof=1))
     return {"model": a.model, "dataset": a.dataset, "precision": a.precision, "platform": a.platform, "a": a.name,
@@ -311,6 +313,8 @@ def pooled_comparisons(pairs: Sequence[tuple[MethodRuns, MethodRuns]], *, resamp
             continue
         units, wer_a, wer_b = _compare_units([a.at_seed(s) for a, _, seeds in paired for s in seeds],
                                              [b.at_seed(s) for _, b, seeds in paired for s in seeds], resamples=resamples)
+        if paired[0][0].seed_free or paired[0][1].seed_free:
+            units.update(std_ratio=None, spread_pvalue=None)
         rows.append({"model": model, "dataset": dataset, "precision": precision,
                      "platform": f"pooled over {len(paired)} platforms", "a": name_a, "b": name_b,
                      "seeds": " | ".join(" ".join(map(str, seeds)) for _, _, seeds in paired), **units,
