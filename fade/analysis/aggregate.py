@@ -124,12 +124,17 @@ def _method_order(method: str) -> tuple:
     return (order.index(base) if base in order else len(order), method)
 
 
+def _scored_seeds(candidates: Sequence[MethodRuns], key: str) -> list[int]:
+    """The calibration seeds on which every candidate ran and scored ``key`` (``wer`` or ``wer_dev``)."""
+    return sorted(set.intersection(*(
+        {seed for seed, run in g.runs.items() if run.metrics.get(key) is not None} for g in candidates)))
+
+
 def _choose(candidates: Sequence[MethodRuns], key: str) -> tuple[MethodRuns, list[int]] | None:
     """The candidate with the lowest mean ``key`` (``wer`` or ``wer_dev``) over the calibration seeds that
     every candidate ran and scored, and those seeds; None if they share none. Means over different
     seeds would compare draws, not methods (a sweep in progress has more seeds of some candidates)."""
-    seeds = sorted(set.intersection(*(
-        {seed for seed, run in g.runs.items() if run.metrics.get(key) is not None} for g in candidates)))
+    seeds = _scored_seeds(candidates, key)
     if not seeds:
         return None
     chosen = min(candidates, key=lambda g: float(np.mean([g.runs[s].metrics[key] for s in seeds])))
@@ -155,13 +160,18 @@ def _chosen_rows(key: tuple, candidates: Sequence[MethodRuns], method: str, sett
     return rows
 
 
-def chosen_alpha_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
-    """For each model/dataset/precision with several QEP α: the α picked on dev and the one picked on test."""
+def _alpha_groups(groups: Sequence[MethodRuns]) -> dict[tuple, list[MethodRuns]]:
+    """The global-α QEP groups by model/dataset/precision/platform, where there are two α or more."""
     by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
     for group in groups:
         if group.alpha is not None:
             by_key[group.key].append(group)
-    return [row for key, candidates in by_key.items() if len(candidates) >= 2
+    return {key: candidates for key, candidates in by_key.items() if len(candidates) >= 2}
+
+
+def chosen_alpha_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
+    """For each model/dataset/precision with several QEP α: the α picked on dev and the one picked on test."""
+    return [row for key, candidates in _alpha_groups(groups).items()
             for row in _chosen_rows(key, candidates, "gptq+qep", lambda g: f"α={g.alpha:g}")]
 
 
@@ -175,16 +185,9 @@ def per_seed_alpha_rows(groups: Sequence[MethodRuns]) -> list[MethodRuns]:
     row's spread over seeds includes the dev split's own noise, so it is the fair reference for
     FADE's claim of a lower run-to-run variance. Ties go to the α nearest QEP's 0.5, then the smaller.
     """
-    by_key: dict[tuple, list[MethodRuns]] = defaultdict(list)
-    for group in groups:
-        if group.alpha is not None:
-            by_key[group.key].append(group)
     rows = []
-    for key, candidates in by_key.items():
-        if len(candidates) < 2:
-            continue
-        seeds = sorted(set.intersection(*(
-            {seed for seed, run in g.runs.items() if run.metrics.get("wer_dev") is not None} for g in candidates)))
+    for key, candidates in _alpha_groups(groups).items():
+        seeds = _scored_seeds(candidates, "wer_dev")
         if not seeds:
             continue
         picked = {seed: min(candidates, key=lambda g: (g.runs[seed].metrics["wer_dev"], abs(g.alpha - 0.5), g.alpha))
@@ -258,21 +261,23 @@ def _shared_seeds(a: MethodRuns, b: MethodRuns) -> list[int]:
     return sorted((seeds_a or seeds_b) & (seeds_b or seeds_a))
 
 
-def _compare_units(a_runs: Sequence[Run], b_runs: Sequence[Run], *,
-                   resamples: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def _compare_units(a_runs: Sequence[Run], b_runs: Sequence[Run], *, resamples: int,
+                   seed_free: bool = False) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """The paired statistics of runs ``a_runs[i]`` against ``b_runs[i]`` (differences a − b, in WER),
-    and the two WER vectors they were computed from."""
+    and the two WER vectors they were computed from. ``seed_free``: one side is RTN, whose one run
+    stands for every seed, so it has no spread over seeds to test."""
     wer_a = np.array([run.metrics["wer"] for run in a_runs])
     wer_b = np.array([run.metrics["wer"] for run in b_runs])
     seed_test = paired_seed_test(wer_a, wer_b)
-    spread_test = paired_spread_test(wer_a, wer_b)
+    spread_test = None if seed_free else paired_spread_test(wer_a, wer_b)
     reference = b_runs[0].utterances("quantized")
     ids = sorted(reference)
     words = np.array([reference[i]["words"] for i in ids])
     interval = paired_bootstrap(_errors_matrix(a_runs, ids), _errors_matrix(b_runs, ids), words, resamples=resamples)
     return {"n": len(a_runs), "mean_difference": seed_test.mean_difference, "a_better_on": int((wer_a < wer_b).sum()),
             "t_pvalue": seed_test.t_pvalue, "wilcoxon_pvalue": seed_test.wilcoxon_pvalue,
-            "std_ratio": spread_test.std_ratio, "spread_pvalue": spread_test.pvalue,
+            "std_ratio": None if spread_test is None else spread_test.std_ratio,
+            "spread_pvalue": None if spread_test is None else spread_test.pvalue,
             "bootstrap_difference": interval.difference, "ci_low": interval.low, "ci_high": interval.high}, wer_a, wer_b
 
 
@@ -283,9 +288,8 @@ def compare(a: MethodRuns, b: MethodRuns, *, resamples: int = 10_000) -> dict[st
     seeds = _shared_seeds(a, b)
     if not seeds:
         return None
-    units, wer_a, wer_b = _compare_units([a.at_seed(s) for s in seeds], [b.at_seed(s) for s in seeds], resamples=resamples)
-    if a.seed_free or b.seed_free:
-        units.update(std_ratio=None, spread_pvalue=None)  # RTN has no spread over seeds to compare
+    units, wer_a, wer_b = _compare_units([a.at_seed(s) for s in seeds], [b.at_seed(s) for s in seeds], resamples=resamples,
+                                         seed_free=a.seed_free or b.seed_free)
     std_a = None if len(seeds) < 2 else 0.0 if a.seed_free else float(wer_a.std(ddof=1))
     std_b = None if len(seeds) < 2 else 0.0 if b.seed_free else float(wer_b.std(ddof=1))
     return {"model": a.model, "dataset": a.dataset, "precision": a.precision, "platform": a.platform, "a": a.name,
@@ -312,9 +316,8 @@ def pooled_comparisons(pairs: Sequence[tuple[MethodRuns, MethodRuns]], *, resamp
         if len({a.platform for a, _, _ in paired}) < 2:
             continue
         units, wer_a, wer_b = _compare_units([a.at_seed(s) for a, _, seeds in paired for s in seeds],
-                                             [b.at_seed(s) for _, b, seeds in paired for s in seeds], resamples=resamples)
-        if paired[0][0].seed_free or paired[0][1].seed_free:
-            units.update(std_ratio=None, spread_pvalue=None)
+                                             [b.at_seed(s) for _, b, seeds in paired for s in seeds], resamples=resamples,
+                                             seed_free=paired[0][0].seed_free or paired[0][1].seed_free)
         rows.append({"model": model, "dataset": dataset, "precision": precision,
                      "platform": f"pooled over {len(paired)} platforms", "a": name_a, "b": name_b,
                      "seeds": " | ".join(" ".join(map(str, seeds)) for _, _, seeds in paired), **units,
