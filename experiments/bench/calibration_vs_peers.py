@@ -321,6 +321,8 @@ def main() -> None:
     from fade.models.whisper_ct2 import ensure_offline_whisper
     from fade.process import platform_tag
 
+    # Children run in scratch folders (llm-compressor writes logs into its cwd): hand them absolute paths.
+    args.work_dir, args.out = args.work_dir.resolve(), args.out.resolve()
     env = _child_env(args.threads)
     platform = platform_tag()
     resumed = 0
