@@ -38,3 +38,20 @@ def test_qep_uses_the_global_alpha_and_fade_a_per_layer_policy(bench):
     qep, fade = alpha_policy(_composed(bench, "fade-gptq+qep", 3)), alpha_policy(_composed(bench, "fade-fade", 3))
     assert qep is not None and fade is not None and type(qep) is not type(fade)
     assert qep.value == 0.5
+
+
+def _row(model, method, wall, bits=4):
+    return {"model": model, "bits": bits, "method": method, "wall_s": wall, "solve_s": 0.0, "total_wall_s": wall + 5.0}
+
+
+def test_grid_projection_takes_the_grid_methods_of_tiny_en_only(bench):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(n=128, eval_seconds=593.0)
+    summary = [_row("whisper-tiny.en", "fade-gptq", 150.0), _row("whisper-tiny.en", "fade-gptq-recipe-grid", 900.0),
+               _row("whisper-tiny.en", "fade-gptq+qep", 350.0), _row("whisper-tiny.en", "fade-fade", 340.0),
+               _row("whisper-base", "fade-gptq", 700.0)]
+    projection = bench.project_tiny_grid(summary, args, [])
+    assert projection["calibration_seconds_per_run"] == {"gptq": 150.0, "qep": 350.0, "fade": 340.0}
+    base_only = bench.project_tiny_grid([r for r in summary if r["model"] == "whisper-base"], args, [])
+    assert "whisper-tiny.en" in base_only["note"]
