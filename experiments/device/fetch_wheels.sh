@@ -13,7 +13,10 @@ DEST="$REPO/.whl"
 # click, tqdm, typer and pytest (docs: /work/.library/device/KINDS.md); everything else fade imports:
 PACKAGES=(transformers hydra-core omegaconf jiwer rapidfuzz soundfile whisper-normalizer more-itertools
           indic-numtowords text2num compressed-tensors loguru pydantic pydantic-core annotated-types
-          typing-inspection typing-extensions regex)
+          typing-inspection typing-extensions regex
+          # transformers 5.2x needs huggingface-hub 2.x (the image has 1.33), which needs httpx2;
+          # soundfile needs cffi's compiled backend, which the image lacks.
+          huggingface-hub httpx2 httpcore2 truststore anyio idna h11 click hf-xet tokenizers cffi pycparser)
 
 version_here() { python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
 
