@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import assert_layers_agree, calibrate_following
 from fade.calibration.layer import ConstantAlpha, LayerStatistics, QuantizerSettings, output_error
 from fade.calibration.sequential import SequentialCalibrator
 from fade.data.manifest import read_manifest
@@ -156,3 +157,39 @@ def test_forward_time_is_split_by_stream(tiny_manifest):
     assert t["forward"] == pytest.approx(t["forward_q"] + t["forward_fp"], abs=2e-3)  # each rounded to 1 ms
     _, gptq = _calibrate("whisper", utterances, track_fp=False)
     assert gptq.seconds["forward_fp"] == 0 and gptq.seconds["forward"] == pytest.approx(gptq.seconds["forward_q"], abs=1e-3)
+
+
+
+def _nudge(loaded, scale: float) -> None:
+    """Multiply every parameter by 1 + scale·N(0, 1): a summation-order-sized change."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            parameter.mul_(1 + scale * torch.randn(parameter.shape, generator=generator))
+
+
+def _follower(family, alpha=0.5, nudge=0.0):
+    loaded = load_model(family, "random", seed=0)
+    if nudge:
+        _nudge(loaded, nudge)
+    settings = QuantizerSettings("gptq", GridSpec(bits=4, group_size=32))
+    return SequentialCalibrator(get_family(family), loaded, settings, policy=ConstantAlpha(alpha), batch_size=2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_agreement_criterion_tolerates_a_summation_order_nudge(family, tiny_manifest, monkeypatch):
+    # tests/test_cuda.py holds GPU calibrations to assert_layers_agree; the criterion must accept
+    # what reordering alone does, or a correct GPU path would fail it.
+    utterances = read_manifest(tiny_manifest)
+    _, reference = _calibrate(family, utterances, policy=ConstantAlpha(0.5))
+    other, own = calibrate_following(reference, _follower(family, nudge=1e-6), utterances, monkeypatch)
+    assert_layers_agree(reference, other, own)
+
+
+def test_layer_agreement_criterion_catches_a_different_calibration(tiny_manifest, monkeypatch):
+    # ... and must reject a calibration that really differs, here QEP's α 0.4 instead of 0.5.
+    utterances = read_manifest(tiny_manifest)
+    _, reference = _calibrate("whisper", utterances, policy=ConstantAlpha(0.5))
+    other, own = calibrate_following(reference, _follower("whisper", alpha=0.4), utterances, monkeypatch)
+    with pytest.raises(AssertionError, match="entries agree|err_final|model"):
+        assert_layers_agree(reference, other, own)
