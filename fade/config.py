@@ -139,6 +139,10 @@ class RunnerConfig:
     max_new_tokens_floor: int = 16
     #: CPU threads for torch (null = torch's default).
     threads: Optional[int] = None
+    #: TF32 in CUDA matrix products and cuDNN convolutions. Off: statistics and solves in IEEE
+    #: float32 on every device, as on the CPU (cuDNN's default TF32 rounds Whisper's and Moonshine's
+    #: convolutional front ends to a 10-bit mantissa, and sequential GPTQ inherits every flipped rounding).
+    tf32: bool = False
     progress_bar: bool = True
 
 

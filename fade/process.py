@@ -125,4 +125,5 @@ def platform_record(device: "str | object") -> dict[str, object]:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name(torch.device(str(device)))
         record["cuda"] = torch.version.cuda
+        record["tf32"] = bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
     return record

@@ -84,3 +84,20 @@ def test_two_evaluation_processes_transcribe_every_utterance_once(tiny_manifest,
     (one, one_rows), (two, two_rows) = results[1], results[2]
     assert two["utterances"] == one["utterances"] == 4 and two["wer"] == one["wer"]
     assert two_rows == one_rows
+
+
+def test_runner_tf32_switches_cublas_and_cudnn_together():
+    # PyTorch's own defaults differ per op (cuBLAS float32 products IEEE, cuDNN convolutions TF32);
+    # runner.tf32 sets both, so a GPU's calibration statistics are IEEE float32 unless asked.
+    from omegaconf import OmegaConf
+
+    from fade.tasks.common import setup_torch
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        for wanted in (True, False):
+            cfg = OmegaConf.create({"seed": 0, "runner": {"device": "cpu", "threads": None, "tf32": wanted}})
+            assert setup_torch(cfg) == torch.device("cpu")
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (wanted, wanted)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
