@@ -44,15 +44,21 @@ def tone(seconds: float, rate: int = 16_000, freq: float = 440.0, seed: int = 0)
 @pytest.fixture
 def tiny_manifest(tmp_path) -> Path:
     """Four short FLAC/WAV files (two at 44.1 kHz stereo) and a TSV manifest listing them."""
+    return write_tiny_manifest(tmp_path)
+
+
+def write_tiny_manifest(folder: Path) -> Path:
+    """The ``tiny_manifest`` fixture's clips and manifest, written into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     rows = ["id\tpath\tduration_s\ttext"]
     for index, (seconds, rate, channels) in enumerate([(1.0, 16_000, 1), (0.5, 44_100, 2), (1.5, 22_050, 1), (0.7, 16_000, 1)]):
         audio = tone(seconds, rate, 300 + 100 * index, seed=index)
         if channels == 2:
             audio = np.stack([audio, audio], axis=1)
         name = f"clip{index}.{'flac' if index % 2 else 'wav'}"
-        soundfile.write(tmp_path / name, audio, rate)
+        soundfile.write(folder / name, audio, rate)
         rows.append(f"utt{index}\t{name}\t{seconds}\thello number {index}")
-    path = tmp_path / "manifest.tsv"
+    path = folder / "manifest.tsv"
     path.write_text("\n".join(rows) + "\n")
     return path
 

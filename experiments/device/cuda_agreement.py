@@ -13,32 +13,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from conftest import tone  # noqa: E402  (the test suite's tone clips)
+from conftest import write_tiny_manifest  # noqa: E402  (test_cuda's clips)
 
 from fade.calibration.layer import ConstantAlpha, QuantizerSettings  # noqa: E402
 from fade.calibration.sequential import SequentialCalibrator  # noqa: E402
 from fade.data.manifest import read_manifest  # noqa: E402
 from fade.models import get_family, load_model  # noqa: E402
 from fade.quant import GridSpec  # noqa: E402
-
-
-def tone_manifest(folder: Path) -> Path:
-    """The clips of tests/conftest.py's ``tiny_manifest`` (two at 44.1 kHz stereo), which test_cuda uses."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = ["id\tpath\tduration_s\ttext"]
-    for index, (seconds, rate, channels) in enumerate([(1.0, 16_000, 1), (0.5, 44_100, 2), (1.5, 22_050, 1), (0.7, 16_000, 1)]):
-        audio = tone(seconds, rate, 300 + 100 * index, seed=index)
-        if channels == 2:
-            audio = np.stack([audio, audio], axis=1)
-        name = f"clip{index}.{'flac' if index % 2 else 'wav'}"
-        soundfile.write(folder / name, audio, rate)
-        rows.append(f"utt{index}\t{name}\t{seconds}\thello number {index}")
-    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
-    return folder / "manifest.tsv"
 
 
 def calibrate(family, utterances, method, device, nudge=0.0):
@@ -69,7 +53,7 @@ def set_tf32(enabled: bool):
 
 
 def main():
-    utterances = read_manifest(tone_manifest(Path("/tmp/fade_cuda_agreement")))
+    utterances = read_manifest(write_tiny_manifest(Path("/tmp/fade_cuda_agreement")))
     print("columns: share of the first layer's entries equal to the CPU's, its output error's relative change;\n"
           "         smallest share of equal entries over all layers, largest per-layer error change, total error change")
     print(f"{'family':10} {'method':5} {'against CPU':16} {'1st same':>9} {'1st err':>9} {'min same':>9} {'max err':>9} {'total err':>10}")
