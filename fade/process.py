@@ -23,6 +23,8 @@ import ctypes.util
 import os
 import platform
 import re
+from contextlib import contextmanager
+from typing import Iterator
 
 #: glibc's M_MMAP_THRESHOLD parameter number (malloc.h) and its initial value.
 _M_MMAP_THRESHOLD = -3
@@ -41,6 +43,37 @@ def configure_process() -> None:
     """Call first thing in a process that will run fade's heavy work (before torch is imported)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     fix_mmap_threshold()
+
+
+def tf32_enabled() -> bool:
+    """Whether cuBLAS float32 products or cuDNN convolutions may round to TF32."""
+    import torch
+
+    return bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for cuBLAS float32 products and cuDNN convolutions together (``runner.tf32``).
+
+    PyTorch's own defaults differ per op (products IEEE, convolutions TF32); off for both keeps a
+    GPU's calibration statistics IEEE float32, as on the CPU.
+    """
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)
+
+
+@contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """``set_tf32(enabled)`` for the block, then both flags as they were."""
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    set_tf32(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def _processor_name() -> str:
@@ -125,5 +158,5 @@ def platform_record(device: "str | object") -> dict[str, object]:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name(torch.device(str(device)))
         record["cuda"] = torch.version.cuda
-        record["tf32"] = bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        record["tf32"] = tf32_enabled()
     return record

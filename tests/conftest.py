@@ -113,6 +113,15 @@ def random_sweep(tmp_path_factory) -> Path:
     return sweep
 
 
+def nudge_weights(loaded, scale: float) -> None:
+    """Multiply every parameter by 1 + scale·N(0, 1) (seeded): at 1e-6, a summation-order-sized change."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            parameter.mul_(1 + scale * torch.randn(parameter.shape, generator=generator).to(parameter.device))
+
 
 def calibrate_following(reference, calibrator, utterances, monkeypatch):
     """Run ``calibrator``, solving every Linear for real but carrying on with ``reference``'s weights.

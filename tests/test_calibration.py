@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import assert_layers_agree, calibrate_following
+from conftest import assert_layers_agree, calibrate_following, nudge_weights
 from fade.calibration.layer import ConstantAlpha, LayerStatistics, QuantizerSettings, output_error
 from fade.calibration.sequential import SequentialCalibrator
 from fade.data.manifest import read_manifest
@@ -159,19 +159,10 @@ def test_forward_time_is_split_by_stream(tiny_manifest):
     assert gptq.seconds["forward_fp"] == 0 and gptq.seconds["forward"] == pytest.approx(gptq.seconds["forward_q"], abs=1e-3)
 
 
-
-def _nudge(loaded, scale: float) -> None:
-    """Multiply every parameter by 1 + scale·N(0, 1): a summation-order-sized change."""
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in loaded.model.parameters():
-            parameter.mul_(1 + scale * torch.randn(parameter.shape, generator=generator))
-
-
 def _follower(family, alpha=0.5, nudge=0.0):
     loaded = load_model(family, "random", seed=0)
     if nudge:
-        _nudge(loaded, nudge)
+        nudge_weights(loaded, nudge)
     settings = QuantizerSettings("gptq", GridSpec(bits=4, group_size=32))
     return SequentialCalibrator(get_family(family), loaded, settings, policy=ConstantAlpha(alpha), batch_size=2)
 

@@ -22,6 +22,7 @@ from fade.data.manifest import read_manifest
 from fade.data.sources import ManifestSource
 from fade.eval.runner import evaluate
 from fade.models import get_family, load_model
+from fade.process import tf32
 from fade.quant import GridSpec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -51,10 +52,8 @@ def _calibrator(family: str, device: str):
 @pytest.fixture
 def full_float32():
     """cuDNN convolutions default to TF32 (10-bit mantissa): a far larger nudge than summation order."""
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    with tf32(False):
+        yield
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -91,13 +91,11 @@ def test_runner_tf32_switches_cublas_and_cudnn_together():
     # runner.tf32 sets both, so a GPU's calibration statistics are IEEE float32 unless asked.
     from omegaconf import OmegaConf
 
+    from fade.process import tf32
     from fade.tasks.common import setup_torch
 
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    try:
+    with tf32(False):  # whatever the test sets, the flags are restored afterwards
         for wanted in (True, False):
             cfg = OmegaConf.create({"seed": 0, "runner": {"device": "cpu", "threads": None, "tf32": wanted}})
             assert setup_torch(cfg) == torch.device("cpu")
             assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (wanted, wanted)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

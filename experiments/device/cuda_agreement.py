@@ -2,7 +2,7 @@
 
 Sequential GPTQ on ill-conditioned statistics is chaotic: a rounding flipped in one layer changes
 every later layer's inputs. This prints, per family and quantizer, the first layer's agreement
-(same inputs on both sides) and the whole model's output-error total, for the GPU with PyTorch's
+(same inputs on both sides), the worst layer's, and the whole model's output-error total, for the GPU with PyTorch's
 default float32 settings, the GPU with TF32 off everywhere, and the CPU with its weights nudged by
 a relative 1e-6 (the reference for what summation order alone can do).
 
@@ -16,22 +16,24 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from conftest import write_tiny_manifest  # noqa: E402  (test_cuda's clips)
+from conftest import nudge_weights, write_tiny_manifest  # noqa: E402  (test_cuda's clips and nudge)
 
 from fade.calibration.layer import ConstantAlpha, QuantizerSettings  # noqa: E402
 from fade.calibration.sequential import SequentialCalibrator  # noqa: E402
 from fade.data.manifest import read_manifest  # noqa: E402
 from fade.models import get_family, load_model  # noqa: E402
+from fade.process import tf32  # noqa: E402
 from fade.quant import GridSpec  # noqa: E402
 
 
-def calibrate(family, utterances, method, device, nudge=0.0):
+def calibrate(family, utterances, method, device, nudge=0.0, tf32_enabled=None):
+    """A calibration; ``tf32_enabled`` None leaves PyTorch's own defaults (cuDNN convolutions TF32)."""
+    if tf32_enabled is not None:
+        with tf32(tf32_enabled):
+            return calibrate(family, utterances, method, device, nudge)
     loaded = load_model(family, "random", seed=0, device=device)
     if nudge:
-        generator = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in loaded.model.parameters():
-                p.mul_(1 + nudge * torch.randn(p.shape, generator=generator).to(p.device))
+        nudge_weights(loaded, nudge)
     settings = QuantizerSettings(method, GridSpec(bits=4, group_size=32))
     return SequentialCalibrator(get_family(family), loaded, settings, policy=ConstantAlpha(0.5), batch_size=2).run(utterances)
 
@@ -47,11 +49,6 @@ def compare(a, b):
             "total_err_rel": abs(total_b / total_a - 1)}
 
 
-def set_tf32(enabled: bool):
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
-
-
 def main():
     utterances = read_manifest(write_tiny_manifest(Path("/tmp/fade_cuda_agreement")))
     print("columns: share of the first layer's entries equal to the CPU's, its output error's relative change;\n"
@@ -63,11 +60,9 @@ def main():
             runs = {"cpu nudged 1e-6": lambda: calibrate(family, utterances, method, "cpu", nudge=1e-6)}
             if torch.cuda.is_available():
                 runs["cuda default"] = lambda: calibrate(family, utterances, method, "cuda")
-                runs["cuda tf32 off"] = lambda: (set_tf32(False), calibrate(family, utterances, method, "cuda"))[1]
+                runs["cuda tf32 off"] = lambda: calibrate(family, utterances, method, "cuda", tf32_enabled=False)
             for label, run in runs.items():
-                default_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
                 result = compare(reference, run())
-                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = default_tf32
                 print(f"{family:10} {method:5} {label:16} {result['first_same']:9.4f} {result['first_err_rel']:9.2e} "
                       f"{result['min_same']:9.4f} {result['max_err_rel']:9.2e} {result['total_err_rel']:10.2e}", flush=True)
 

@@ -15,6 +15,7 @@ from fade.data.datamodule import SpeechDataModule
 from fade.errors import ConfigError
 from fade.eval.runner import resolve_device
 from fade.models import LoadedModel, get_family, load_model
+from fade.process import set_tf32
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,7 @@ def setup_torch(cfg: DictConfig) -> torch.device:
     if cfg.runner.threads:
         torch.set_num_threads(int(cfg.runner.threads))
     torch.manual_seed(cfg.seed)
-    # PyTorch's defaults differ per op (cuBLAS float32 products IEEE, cuDNN convolutions TF32); one
-    # switch for both keeps a GPU's calibration statistics as exact as the CPU's unless asked.
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.runner.tf32)
+    set_tf32(cfg.runner.tf32)  # off unless asked: GPU statistics in IEEE float32, as on the CPU
     # transformers' generation warnings (attention masks for Whisper's fixed window, deprecations)
     # are noise for this app; fade logs its own settings in metrics.json.
     from transformers.utils import logging as hf_logging
