@@ -2,14 +2,15 @@
 
 Sequential GPTQ on ill-conditioned statistics is chaotic: a rounding flipped in one layer changes
 every later layer's inputs. This prints, per family and quantizer, the first layer's agreement
-(same inputs on both sides), the worst layer's, and the whole model's output-error total, for the GPU with PyTorch's
-default float32 settings, the GPU with TF32 off everywhere, and the CPU with its weights nudged by
-a relative 1e-6 (the reference for what summation order alone can do).
+(same inputs on both sides), the worst layer's, and the whole model's output-error total, for the
+GPU with PyTorch's default float32 settings, the GPU with TF32 off everywhere, and the CPU with its
+weights nudged by a relative 1e-6 (the reference for what summation order alone can do).
 
     python experiments/device/cuda_agreement.py        # on a machine with a CUDA GPU
 """
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,12 @@ from fade.quant import GridSpec  # noqa: E402
 
 def calibrate(family, utterances, method, device, nudge=0.0, tf32_enabled=None):
     """A calibration; ``tf32_enabled`` None leaves PyTorch's own defaults (cuDNN convolutions TF32)."""
-    if tf32_enabled is not None:
-        with tf32(tf32_enabled):
-            return calibrate(family, utterances, method, device, nudge)
-    loaded = load_model(family, "random", seed=0, device=device)
-    if nudge:
-        nudge_weights(loaded, nudge)
-    settings = QuantizerSettings(method, GridSpec(bits=4, group_size=32))
-    return SequentialCalibrator(get_family(family), loaded, settings, policy=ConstantAlpha(0.5), batch_size=2).run(utterances)
+    with nullcontext() if tf32_enabled is None else tf32(tf32_enabled):
+        loaded = load_model(family, "random", seed=0, device=device)
+        if nudge:
+            nudge_weights(loaded, nudge)
+        settings = QuantizerSettings(method, GridSpec(bits=4, group_size=32))
+        return SequentialCalibrator(get_family(family), loaded, settings, policy=ConstantAlpha(0.5), batch_size=2).run(utterances)
 
 
 def compare(a, b):
